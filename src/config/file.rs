@@ -1,0 +1,211 @@
+//! The configuration file exactly as written: serde types with defaults and
+//! `deny_unknown_fields`, so that a misspelt key is an error rather than a silently ignored
+//! setting. Nothing here is validated beyond its shape; see `settings` for that.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    pub store: StoreFile,
+    #[serde(default)]
+    pub session: SessionFile,
+    pub routes: Vec<RouteFile>,
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    pub url: String,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+    #[serde(default = "default_store_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnavailable {
+    /// Answer 503: nobody is served as someone they are not, nor as anonymous.
+    #[default]
+    FailClosed,
+    /// Reads go on as anonymous; writes still answer 503 so nothing is silently dropped.
+    FailOpen,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    #[serde(default)]
+    pub cookie: CookieFile,
+    #[serde(default = "default_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(default = "default_absolute", with = "humantime_serde")]
+    pub absolute_timeout: Duration,
+    #[serde(default = "default_header_prefix")]
+    pub header_prefix: String,
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for SessionFile {
+    fn default() -> Self {
+        SessionFile {
+            cookie: CookieFile::default(),
+            idle_timeout: default_idle(),
+            absolute_timeout: default_absolute(),
+            header_prefix: default_header_prefix(),
+            max_bytes: default_max_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CookieFile {
+    #[serde(default = "default_cookie_name")]
+    pub name: String,
+    #[serde(default = "yes")]
+    pub secure: bool,
+    #[serde(default = "yes")]
+    pub http_only: bool,
+    #[serde(default)]
+    pub same_site: SameSite,
+}
+
+impl Default for CookieFile {
+    fn default() -> Self {
+        CookieFile {
+            name: default_cookie_name(),
+            secure: true,
+            http_only: true,
+            same_site: SameSite::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SameSite {
+    Strict,
+    #[default]
+    Lax,
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    #[serde(rename = "match")]
+    pub matcher: MatchFile,
+    pub upstreams: Vec<String>,
+    #[serde(default)]
+    pub session: SessionMode,
+    #[serde(default)]
+    pub login_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchFile {
+    pub path_prefix: String,
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionMode {
+    #[default]
+    On,
+    Off,
+    Required,
+}
+
+/// Timeouts the contract leaves to us; every one has a default a careful operator would pick.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    /// How long a client may take to send its request head (slowloris protection).
+    #[serde(default = "default_header_read", with = "humantime_serde")]
+    pub header_read: Duration,
+    /// How long opening a TCP connection to one upstream may take before the next is tried.
+    #[serde(default = "default_upstream_connect", with = "humantime_serde")]
+    pub upstream_connect: Duration,
+    /// How long an upstream may take to send its response head.
+    #[serde(default = "default_upstream_response", with = "humantime_serde")]
+    pub upstream_response: Duration,
+    /// How long in-flight requests may run after SIGTERM before they are cut.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for TimeoutsFile {
+    fn default() -> Self {
+        TimeoutsFile {
+            header_read: default_header_read(),
+            upstream_connect: default_upstream_connect(),
+            upstream_response: default_upstream_response(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_key_prefix() -> String {
+    "stickless".into()
+}
+fn default_store_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_absolute() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+fn default_header_prefix() -> String {
+    "X-Session-".into()
+}
+/// Node's default total header limit is 16 KiB; half of it leaves room for the client's own.
+fn default_max_bytes() -> usize {
+    8 * 1024
+}
+fn default_cookie_name() -> String {
+    "SESSION".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_header_read() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_upstream_connect() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_upstream_response() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(30)
+}

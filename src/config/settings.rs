@@ -1,0 +1,301 @@
+//! Validated settings: what the rest of the code uses. Every check that can be made without
+//! touching the network happens here, so `stickless check` and `stickless run` agree on what a
+//! valid file is, and each problem is reported with the key path it belongs to.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::Uri;
+
+use super::file::{FileConfig, OnUnavailable, RouteFile, SameSite, SessionMode};
+use super::Problem;
+use crate::session::lifetime::Lifetime;
+use crate::session::prefix::HeaderPrefix;
+use crate::store::url::StoreUrl;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub store: StoreSettings,
+    pub session: SessionSettings,
+    pub routes: Vec<RouteSettings>,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub url: StoreUrl,
+    /// Every key we write starts with `<key_prefix>:`, so one Redis can be shared and an ACL
+    /// can confine us to `~<key_prefix>:*`.
+    pub key_prefix: String,
+    pub on_unavailable: OnUnavailable,
+    /// The longest one store operation may take before it counts as unavailable.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub cookie: CookieSettings,
+    pub lifetime: Lifetime,
+    pub prefix: HeaderPrefix,
+    /// Upper bound on the sum of attribute name and value lengths a backend may store: the
+    /// whole session is injected as request headers, which backends cap.
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct CookieSettings {
+    pub name: String,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: SameSite,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// Lower-case host without port; `None` matches every host.
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub upstreams: Vec<Authority>,
+    pub session: SessionMode,
+    pub login_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub header_read: Duration,
+    pub upstream_connect: Duration,
+    pub upstream_response: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Collects every problem in the file rather than stopping at the first, so one run of
+/// `stickless check` shows the whole list.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
+    let mut problems = Problems::default();
+
+    let listen = file.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
+        problems.add(
+            "listen",
+            format!(
+                "`{}` is not an address of the form host:port (e.g. 127.0.0.1:8080)",
+                file.listen
+            ),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+
+    let url = match StoreUrl::parse(&file.store.url) {
+        Ok(url) => Some(url),
+        Err(err) => {
+            problems.add("store.url", err.to_string());
+            None
+        }
+    };
+    if let Some(tls) = &file.store.tls {
+        if !matches!(&url, Some(u) if u.uses_tls()) {
+            problems.add("store.tls", "is only used with rediss:// store URLs");
+        }
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            problems.add("store.tls", "cert_file and key_file go together");
+        }
+    }
+    let key_prefix = file.store.key_prefix;
+    if key_prefix.is_empty()
+        || key_prefix
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        problems.add(
+            "store.key_prefix",
+            "must be non-empty, without spaces or control characters",
+        );
+    }
+    if file.store.timeout.is_zero() {
+        problems.add("store.timeout", "must be greater than zero");
+    }
+
+    let session = file.session;
+    let cookie = session.cookie;
+    if !is_cookie_name(&cookie.name) {
+        problems.add(
+            "session.cookie.name",
+            format!(
+                "`{}` is not a valid cookie name (RFC 6265 token)",
+                cookie.name
+            ),
+        );
+    }
+    if cookie.same_site == SameSite::None && !cookie.secure {
+        // Browsers reject `SameSite=None` without `Secure`; the session would never stick.
+        problems.add("session.cookie.same_site", "`none` requires `secure: true`");
+    }
+    if session.idle_timeout < Duration::from_secs(1) {
+        problems.add("session.idle_timeout", "must be at least 1s");
+    }
+    if session.absolute_timeout < Duration::from_secs(1) {
+        problems.add("session.absolute_timeout", "must be at least 1s");
+    }
+    let prefix = HeaderPrefix::new(&session.header_prefix).unwrap_or_else(|message| {
+        problems.add("session.header_prefix", message);
+        HeaderPrefix::default()
+    });
+    if session.max_bytes == 0 {
+        problems.add("session.max_bytes", "must be greater than zero");
+    }
+
+    if file.routes.is_empty() {
+        problems.add("routes", "at least one route is needed");
+    }
+    let routes = file
+        .routes
+        .into_iter()
+        .enumerate()
+        .map(|(i, route)| validate_route(&format!("routes[{i}]"), route, &mut problems))
+        .collect();
+
+    let timeouts = Timeouts {
+        header_read: file.timeouts.header_read,
+        upstream_connect: file.timeouts.upstream_connect,
+        upstream_response: file.timeouts.upstream_response,
+        shutdown_grace: file.timeouts.shutdown_grace,
+    };
+    for (name, value) in [
+        ("header_read", timeouts.header_read),
+        ("upstream_connect", timeouts.upstream_connect),
+        ("upstream_response", timeouts.upstream_response),
+    ] {
+        if value.is_zero() {
+            problems.add(format!("timeouts.{name}"), "must be greater than zero");
+        }
+    }
+
+    match (problems.0.is_empty(), url) {
+        (true, Some(url)) => Ok(Settings {
+            listen,
+            store: StoreSettings {
+                url,
+                key_prefix,
+                on_unavailable: file.store.on_unavailable,
+                timeout: file.store.timeout,
+            },
+            session: SessionSettings {
+                cookie: CookieSettings {
+                    name: cookie.name,
+                    secure: cookie.secure,
+                    http_only: cookie.http_only,
+                    same_site: cookie.same_site,
+                },
+                lifetime: Lifetime::new(session.idle_timeout, session.absolute_timeout),
+                prefix,
+                max_bytes: session.max_bytes,
+            },
+            routes,
+            timeouts,
+        }),
+        _ => Err(problems.0),
+    }
+}
+
+fn validate_route(path: &str, route: RouteFile, problems: &mut Problems) -> RouteSettings {
+    let prefix = route.matcher.path_prefix;
+    if !prefix.starts_with('/') {
+        problems.add(
+            format!("{path}.match.path_prefix"),
+            format!("`{prefix}` must start with `/`"),
+        );
+    }
+    let host = route.matcher.host.map(|host| {
+        let host = host.to_ascii_lowercase();
+        if host.is_empty()
+            || host
+                .parse::<Authority>()
+                .map_or(true, |a| a.port().is_some() || a.as_str() != host)
+        {
+            problems.add(
+                format!("{path}.match.host"),
+                format!("`{host}` is not a host name (no scheme, port or path)"),
+            );
+        }
+        host
+    });
+    if route.upstreams.is_empty() {
+        problems.add(
+            format!("{path}.upstreams"),
+            "at least one upstream is needed",
+        );
+    }
+    let upstreams = route
+        .upstreams
+        .iter()
+        .enumerate()
+        .filter_map(|(i, raw)| match parse_upstream(raw) {
+            Ok(authority) => Some(authority),
+            Err(message) => {
+                problems.add(format!("{path}.upstreams[{i}]"), message);
+                None
+            }
+        })
+        .collect();
+    match (&route.login_url, route.session) {
+        (Some(_), SessionMode::On | SessionMode::Off) => {
+            problems.add(
+                format!("{path}.login_url"),
+                "is only used with `session: required`",
+            );
+        }
+        (Some(url), SessionMode::Required) if url.parse::<Uri>().is_err() || url.is_empty() => {
+            problems.add(format!("{path}.login_url"), format!("`{url}` is not a URL"));
+        }
+        _ => {}
+    }
+    RouteSettings {
+        host,
+        path_prefix: prefix,
+        upstreams,
+        session: route.session,
+        login_url: route.login_url,
+    }
+}
+
+fn parse_upstream(raw: &str) -> Result<Authority, String> {
+    let uri: Uri = raw
+        .parse()
+        .map_err(|_| format!("`{raw}` is not a URL of the form http://host:port"))?;
+    if uri.scheme() != Some(&Scheme::HTTP) {
+        return Err(format!("`{raw}`: only http:// upstreams are supported"));
+    }
+    if !matches!(
+        uri.path_and_query().map(|p| p.as_str()),
+        None | Some("/") | Some("")
+    ) {
+        return Err(format!(
+            "`{raw}`: an upstream is host:port only, without a path or query"
+        ));
+    }
+    match uri.into_parts().authority {
+        Some(authority) if !authority.as_str().contains('@') => Ok(authority),
+        _ => Err(format!("`{raw}` has no host, or has user info")),
+    }
+}
+
+/// RFC 6265 §4.1.1: a cookie name is an RFC 2616 token.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}

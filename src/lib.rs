@@ -1,0 +1,32 @@
+//! stickless: a reverse proxy that makes web apps sticky-free.
+//!
+//! It resolves the session cookie against a store (Redis, or the embedded `memory://` store),
+//! injects the session's attributes into the upstream request as `X-Session-*` headers, and
+//! persists the updates the backend sends back as response headers, before the client sees
+//! the response. Any instance can serve any request.
+//!
+//! # Layout
+//!
+//! The folders follow a request through the proxy:
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`config`] | the YAML file (`file`), its one parser (`yaml`), validated [`config::Settings`] |
+//! | [`listener`] | accepts connections, serves HTTP/1.1 and h2c, drains on shutdown |
+//! | [`routing`] | picks the route (host + path prefix, first match) |
+//! | [`proxy`] | **the request path, top to bottom**: route → strip → resolve → inject → forward → apply updates → persist → respond |
+//! | [`session`] | ids and cookies, the header protocol, lifetimes; `resolve` (request) and `persist` (response) |
+//! | [`store`] | the store trait and its implementations: `memory`, `redis` |
+//! | [`upstream`] | pooled client, round-robin with fail-over, hop-by-hop headers, `X-Forwarded-*`, streamed bodies |
+//! | [`error`] | failures by origin (client, upstream, store, internal), mapped to statuses in one place |
+//! | [`demo`] | `stickless demo`: embedded store, two demo app instances, the proxy in front |
+
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod listener;
+pub mod proxy;
+pub mod routing;
+pub mod session;
+pub mod store;
+pub mod upstream;

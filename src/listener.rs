@@ -1,0 +1,117 @@
+//! The listener: accepts connections, serves each with hyper (HTTP/1.1 and h2c), and drains
+//! gracefully on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::config::{Settings, Timeouts};
+use crate::proxy::Proxy;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open the session store")]
+    Store(#[source] StoreError),
+}
+
+/// A bound proxy, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    timeouts: Timeouts,
+}
+
+impl Server {
+    /// Opens the store and binds the listener; nothing is served until `run`.
+    pub async fn bind(settings: &Settings) -> Result<Server, StartError> {
+        let store = Store::open(&settings.store).map_err(StartError::Store)?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        Ok(Server {
+            listener,
+            proxy: Arc::new(Proxy::new(settings, store)),
+            timeouts: settings.timeouts,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn store(&self) -> &Store {
+        self.proxy.store()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
+    /// finish for up to `timeouts.shutdown_grace`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.timeouts.header_read);
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let proxy = self.proxy.clone();
+                        let service = service_fn(move |request| {
+                            let proxy = proxy.clone();
+                            async move { Ok::<_, Infallible>(proxy.handle(request, peer).await) }
+                        });
+                        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                        let connection = graceful.watch(connection);
+                        tokio::spawn(async move {
+                            if let Err(err) = connection.await {
+                                tracing::debug!(%peer, error = %err, "connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
+        info!(
+            connections = graceful.count(),
+            "shutting down: draining in-flight requests"
+        );
+        match tokio::time::timeout(self.timeouts.shutdown_grace, graceful.shutdown()).await {
+            Ok(()) => info!("drained"),
+            Err(_) => {
+                warn!(grace = ?self.timeouts.shutdown_grace, "grace period over; cutting remaining connections")
+            }
+        }
+    }
+}

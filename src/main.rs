@@ -1,0 +1,215 @@
+//! The `stickless` command: `run`, `check`, `demo`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing::{error, info, warn};
+
+use stickless::config::{RouteSettings, Settings};
+use stickless::listener::Server;
+
+#[derive(Parser)]
+#[command(
+    name = "stickless",
+    version,
+    about = "A reverse proxy that makes web apps sticky-free"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy until SIGTERM or SIGINT, then drain in-flight requests.
+    Run {
+        #[arg(long, default_value = "proxy.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file without starting anything.
+    Check {
+        #[arg(long, default_value = "proxy.yaml")]
+        config: PathBuf,
+    },
+    /// Run a self-contained demo: embedded store, two app instances, the proxy in front.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+/// Exit statuses of the contract.
+const RUNTIME_FAILURE: u8 = 1;
+const BAD_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => {
+            let settings = match Settings::load(&config) {
+                Ok(settings) => settings,
+                Err(err) => {
+                    eprintln!("stickless: {err}");
+                    return ExitCode::from(BAD_CONFIG);
+                }
+            };
+            init_logging();
+            with_runtime(run(settings))
+        }
+        Command::Demo { listen } => {
+            init_logging();
+            with_runtime(async move {
+                match stickless::demo::run(listen, shutdown_signal()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(err) => {
+                        error!("{}", chain(&err));
+                        ExitCode::from(RUNTIME_FAILURE)
+                    }
+                }
+            })
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match Settings::load(path) {
+        Ok(settings) => {
+            println!("{}: valid", path.display());
+            print_summary(&settings);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("stickless: {err}");
+            ExitCode::from(BAD_CONFIG)
+        }
+    }
+}
+
+fn print_summary(s: &Settings) {
+    let d = |d: Duration| humantime::format_duration(d).to_string();
+    println!("  listen: {}", s.listen);
+    println!(
+        "  store: {} (key prefix `{}:`, {:?}, timeout {})",
+        s.store.url,
+        s.store.key_prefix,
+        s.store.on_unavailable,
+        d(s.store.timeout)
+    );
+    let c = &s.session.cookie;
+    println!(
+        "  session: cookie {} (secure: {}, http_only: {}, same_site: {:?}), idle {}, absolute {}, headers {}*",
+        c.name,
+        c.secure,
+        c.http_only,
+        c.same_site,
+        d(s.session.lifetime.idle),
+        d(s.session.lifetime.absolute),
+        s.session.prefix.as_str()
+    );
+    println!("  routes ({}, first match wins):", s.routes.len());
+    for (i, r) in s.routes.iter().enumerate() {
+        println!("    [{i}] {}", describe(r));
+    }
+}
+
+fn describe(r: &RouteSettings) -> String {
+    let upstreams: Vec<String> = r.upstreams.iter().map(|a| format!("http://{a}")).collect();
+    let login = r
+        .login_url
+        .as_deref()
+        .map(|u| format!(", login_url {u}"))
+        .unwrap_or_default();
+    format!(
+        "host {} path {}* -> {} (session: {:?}{login})",
+        r.host.as_deref().unwrap_or("*"),
+        r.path_prefix,
+        upstreams.join(", "),
+        r.session
+    )
+}
+
+async fn run(settings: Settings) -> ExitCode {
+    let server = match Server::bind(&settings).await {
+        Ok(server) => server,
+        Err(err) => {
+            error!("{}", chain(&err));
+            return ExitCode::from(RUNTIME_FAILURE);
+        }
+    };
+    if let Err(err) = server.store().ping().await {
+        // Not fatal: Redis may be restarting, and the store reconnects by itself. Requests
+        // meanwhile follow `store.on_unavailable`.
+        warn!(store = %settings.store.url, "{}", chain(&err));
+    }
+    match server.local_addr() {
+        Ok(addr) => {
+            info!(store = %settings.store.url, routes = settings.routes.len(), "listening on {addr}")
+        }
+        Err(err) => warn!(error = %err, "listening (address unknown)"),
+    }
+    server.run(shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+fn with_runtime(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(work),
+        Err(err) => {
+            eprintln!("stickless: cannot start the async runtime: {err}");
+            ExitCode::from(RUNTIME_FAILURE)
+        }
+    }
+}
+
+/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    info!("stop signal received");
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STICKLESS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// An error with its causes, `a: b: c`.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,149 @@
+//! Routing: the first route whose host and path prefix match wins.
+
+use http::header::HOST;
+use http::Request;
+
+use crate::config::{RouteSettings, SessionMode};
+use crate::upstream::balance::UpstreamSet;
+
+#[derive(Debug)]
+pub struct Route {
+    host: Option<String>,
+    path_prefix: String,
+    pub upstreams: UpstreamSet,
+    pub session: SessionMode,
+    pub login_url: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    pub fn new(settings: &[RouteSettings]) -> Router {
+        Router {
+            routes: settings
+                .iter()
+                .map(|r| Route {
+                    host: r.host.clone(),
+                    path_prefix: r.path_prefix.clone(),
+                    upstreams: UpstreamSet::new(r.upstreams.clone()),
+                    session: r.session,
+                    login_url: r.login_url.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn route<B>(&self, request: &Request<B>) -> Option<&Route> {
+        let host = request
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()))
+            .map(host_without_port);
+        let path = request.uri().path();
+        self.routes.iter().find(|route| {
+            path.starts_with(&route.path_prefix)
+                && route
+                    .host
+                    .as_deref()
+                    .is_none_or(|want| host.is_some_and(|got| got.eq_ignore_ascii_case(want)))
+        })
+    }
+}
+
+fn host_without_port(authority: &str) -> &str {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+/// Whether the path is free of dot segments in any spelling (`..`, `%2e%2e`, `..;` as Tomcat
+/// reads it, with `\` or `%2f` as separators). Routing decides which routes require a session,
+/// so a path the backend would normalise into another route (`/public/../admin`) must never
+/// be routed as written: such requests are refused (400), as most servers refuse them too.
+pub fn is_safe_path(path: &str) -> bool {
+    if !path.starts_with('/') {
+        return false;
+    }
+    if !path.bytes().any(|b| matches!(b, b'.' | b'%' | b'\\')) {
+        return true;
+    }
+    let decoded = path
+        .to_ascii_lowercase()
+        .replace("%2e", ".")
+        .replace("%2f", "/")
+        .replace("%5c", "/")
+        .replace('\\', "/");
+    decoded.split('/').all(|segment| {
+        let name = segment.split(';').next().unwrap_or_default();
+        name != "." && name != ".."
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::uri::Authority;
+
+    fn router() -> Router {
+        let route = |host: Option<&str>, prefix: &str, up: &'static str| RouteSettings {
+            host: host.map(str::to_owned),
+            path_prefix: prefix.into(),
+            upstreams: vec![Authority::from_static(up)],
+            session: SessionMode::On,
+            login_url: None,
+        };
+        Router::new(&[
+            route(Some("admin.example.com"), "/", "a:1"),
+            route(None, "/api", "b:1"),
+            route(None, "/", "c:1"),
+        ])
+    }
+
+    fn pick(host: &str, path: &str) -> String {
+        let request = Request::builder()
+            .uri(path)
+            .header(HOST, host)
+            .body(())
+            .expect("request");
+        let route = router()
+            .route(&request)
+            .map(|r| r.upstreams.order().next().map(|a| a.to_string()));
+        route.flatten().unwrap_or_default()
+    }
+
+    #[test]
+    fn first_match_wins() {
+        assert_eq!(pick("ADMIN.example.com:8080", "/api/x"), "a:1");
+        assert_eq!(pick("admin.example.com.", "/"), "a:1");
+        assert_eq!(pick("www.example.com", "/api/x"), "b:1");
+        assert_eq!(pick("www.example.com", "/apix"), "b:1");
+        assert_eq!(pick("www.example.com", "/other"), "c:1");
+        assert_eq!(pick("[::1]:80", "/"), "c:1");
+    }
+
+    #[test]
+    fn dot_segments_are_unsafe() {
+        for bad in [
+            "/a/../b",
+            "/..",
+            "/a/./b",
+            "/a/%2e%2E/b",
+            "/a/..;/b",
+            "/a\\..\\b",
+            "/a%2f..%2fb",
+            "*",
+            "",
+        ] {
+            assert!(!is_safe_path(bad), "{bad}");
+        }
+        for ok in ["/", "/a.b/c", "/a/...", "/a/.hidden", "/%41", "/a..b"] {
+            assert!(is_safe_path(ok), "{ok}");
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Session stores: one trait, two implementations (embedded memory, Redis), and the `Store`
+//! the proxy holds, which picks one from the URL and bounds every call by `store.timeout`.
+//!
+//! Every implementation passes the same contract suite (`tests/store_contract.rs`).
+
+pub mod memory;
+pub mod redis;
+pub mod url;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::StoreSettings;
+use crate::session::id::SessionId;
+use crate::session::record::Record;
+pub use url::StoreUrl;
+
+/// A session as a read found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub record: Record,
+    /// Time left before the store expires it on its own.
+    pub ttl: Duration,
+}
+
+/// Only what one response changed: written as a delta so concurrent requests that change
+/// different attributes of one session both persist.
+#[derive(Debug, Clone, Copy)]
+pub struct Delta<'a> {
+    pub remove: &'a [String],
+    pub set: &'a [(String, Bytes)],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the session store did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the session store is full")]
+    Full,
+    #[error("the session store is unavailable")]
+    Unavailable(#[source] ::redis::RedisError),
+}
+
+/// The store contract. Each operation on one session is atomic; none may resurrect a session
+/// that has expired or been deleted.
+pub trait SessionStore: Send + Sync {
+    /// The session and its remaining TTL, or `None` when it does not exist or has expired.
+    fn load(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<Loaded>, StoreError>> + Send;
+    /// Sets the TTL of an existing session; a missing session stays missing.
+    fn touch(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Stores a new session with the given TTL.
+    fn create(
+        &self,
+        id: &SessionId,
+        record: &Record,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Applies a delta and resets the TTL. `Ok(false)` when the session no longer exists, in
+    /// which case nothing was written.
+    fn update(
+        &self,
+        id: &SessionId,
+        delta: Delta<'_>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Stores `record` under `new` and removes `old`: the old id stops working at once.
+    /// Never a `RENAME`, which cannot cross cluster slots.
+    fn rotate(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        record: &Record,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+enum Backend {
+    Memory(memory::MemoryStore),
+    Redis(redis::RedisStore),
+}
+
+/// The configured store, cheap to clone, every call bounded by the configured timeout so a
+/// frozen server costs a request at most `store.timeout`.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<Backend>,
+    timeout: Duration,
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {{
+        let work = async {
+            match &*$self.backend {
+                Backend::Memory($store) => $call.await,
+                Backend::Redis($store) => $call.await,
+            }
+        };
+        match tokio::time::timeout($self.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout($self.timeout)),
+        }
+    }};
+}
+
+impl Store {
+    /// Builds the store without waiting for the network: a Redis that is down at start-up is
+    /// reconnected to later, as after any restart. Use `ping` to check it now.
+    pub fn open(settings: &StoreSettings) -> Result<Store, StoreError> {
+        let backend = match &settings.url {
+            StoreUrl::Memory { max_sessions } => {
+                Backend::Memory(memory::MemoryStore::new(*max_sessions))
+            }
+            StoreUrl::Redis { url } => Backend::Redis(redis::RedisStore::open(
+                url,
+                &settings.key_prefix,
+                settings.timeout,
+            )?),
+        };
+        Ok(Store {
+            backend: Arc::new(backend),
+            timeout: settings.timeout,
+        })
+    }
+
+    /// Round trip to the store, for start-up checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping())
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        matches!(&*self.backend, Backend::Memory(_))
+    }
+}
+
+impl SessionStore for Store {
+    async fn load(&self, id: &SessionId) -> Result<Option<Loaded>, StoreError> {
+        dispatch!(self, s => s.load(id))
+    }
+    async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<(), StoreError> {
+        dispatch!(self, s => s.touch(id, ttl))
+    }
+    async fn create(
+        &self,
+        id: &SessionId,
+        record: &Record,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.create(id, record, ttl))
+    }
+    async fn update(
+        &self,
+        id: &SessionId,
+        delta: Delta<'_>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.update(id, delta, ttl))
+    }
+    async fn rotate(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        record: &Record,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.rotate(old, new, record, ttl))
+    }
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        dispatch!(self, s => s.delete(id))
+    }
+}
