@@ -1,0 +1,241 @@
+//! One contract, every store: the same suite runs against the embedded `memory://` store and a
+//! real `redis-server`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use stickless::config::{OnUnavailable, StoreSettings};
+use stickless::session::id::SessionId;
+use stickless::session::record::Record;
+use stickless::store::{Delta, SessionStore, Store, StoreError, StoreUrl};
+use support::RedisServer;
+
+fn settings(url: &str) -> StoreSettings {
+    StoreSettings {
+        url: StoreUrl::parse(url).expect("store url"),
+        key_prefix: "contract".into(),
+        on_unavailable: OnUnavailable::FailClosed,
+        timeout: Duration::from_millis(500),
+    }
+}
+
+fn id() -> SessionId {
+    SessionId::generate().expect("randomness")
+}
+
+fn record(pairs: &[(&str, &[u8])]) -> Record {
+    Record {
+        created: 1_700_000_000_000,
+        attributes: pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), Bytes::copy_from_slice(v)))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+const TTL: Duration = Duration::from_secs(60);
+
+async fn contract(store: Store) {
+    // Missing sessions are None, and reading writes nothing.
+    let missing = id();
+    assert_eq!(store.load(&missing).await.expect("load"), None);
+
+    // Create / load round trip, byte for byte, with a TTL no longer than asked.
+    let a = id();
+    let first = record(&[("user", b"alice"), ("blob", b"\x00\xff\x80 ;,\"")]);
+    store.create(&a, &first, TTL).await.expect("create");
+    let loaded = store.load(&a).await.expect("load").expect("present");
+    assert_eq!(loaded.record, first);
+    assert!(
+        loaded.ttl <= TTL && loaded.ttl > TTL - Duration::from_secs(5),
+        "{:?}",
+        loaded.ttl
+    );
+
+    // Delta update: only named attributes change, TTL is reset.
+    let set = [("role".to_string(), Bytes::from_static(b"admin"))];
+    let remove = ["blob".to_string()];
+    let applied = store
+        .update(
+            &a,
+            Delta {
+                remove: &remove,
+                set: &set,
+            },
+            Duration::from_secs(120),
+        )
+        .await
+        .expect("update");
+    assert!(applied);
+    let loaded = store.load(&a).await.expect("load").expect("present");
+    assert_eq!(
+        loaded.record,
+        record(&[("user", b"alice"), ("role", b"admin")])
+    );
+    assert!(loaded.ttl > TTL, "update resets the TTL");
+
+    // Concurrent deltas on different attributes all persist.
+    let mut writes = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let a = a.clone();
+        writes.push(tokio::spawn(async move {
+            let set = [(format!("k{i}"), Bytes::from(i.to_string()))];
+            store
+                .update(
+                    &a,
+                    Delta {
+                        remove: &[],
+                        set: &set,
+                    },
+                    TTL,
+                )
+                .await
+        }));
+    }
+    for w in writes {
+        assert!(w.await.expect("task").expect("update"));
+    }
+    let loaded = store.load(&a).await.expect("load").expect("present");
+    for i in 0..20 {
+        assert_eq!(
+            loaded.record.attributes.get(&format!("k{i}")),
+            Some(&Bytes::from(i.to_string()))
+        );
+    }
+
+    // Updating or touching a missing session creates nothing.
+    assert!(!store
+        .update(
+            &missing,
+            Delta {
+                remove: &[],
+                set: &set
+            },
+            TTL
+        )
+        .await
+        .expect("update"));
+    store.touch(&missing, TTL).await.expect("touch");
+    assert_eq!(store.load(&missing).await.expect("load"), None);
+
+    // Touch sets the TTL of a live session.
+    store
+        .touch(&a, Duration::from_secs(30))
+        .await
+        .expect("touch");
+    let loaded = store.load(&a).await.expect("load").expect("present");
+    assert!(loaded.ttl <= Duration::from_secs(30));
+
+    // Rotate: the new id has the record, the old one is gone at once.
+    let b = id();
+    let rotated = record(&[("user", b"alice")]);
+    store.rotate(&a, &b, &rotated, TTL).await.expect("rotate");
+    assert_eq!(store.load(&a).await.expect("load"), None);
+    assert_eq!(
+        store.load(&b).await.expect("load").expect("present").record,
+        rotated
+    );
+
+    // Delete.
+    store.delete(&b).await.expect("delete");
+    assert_eq!(store.load(&b).await.expect("load"), None);
+    store.delete(&b).await.expect("deleting twice is fine");
+
+    // Expiry is honoured by the store itself.
+    let c = id();
+    store
+        .create(
+            &c,
+            &record(&[("user", b"carol")]),
+            Duration::from_millis(300),
+        )
+        .await
+        .expect("create");
+    assert!(store.load(&c).await.expect("load").is_some());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.load(&c).await.expect("load"), None);
+    assert!(
+        !store
+            .update(
+                &c,
+                Delta {
+                    remove: &[],
+                    set: &set
+                },
+                TTL
+            )
+            .await
+            .expect("update"),
+        "no resurrection"
+    );
+    assert_eq!(store.load(&c).await.expect("load"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_meets_the_contract() {
+    contract(Store::open(&settings("memory://")).expect("open")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_meets_the_contract() {
+    let redis = RedisServer::start();
+    contract(Store::open(&settings(&redis.url())).expect("open")).await;
+    // Everything it wrote lives under the prefix (and has expired or been deleted by now,
+    // except the session the contract left behind on purpose: none).
+    assert!(redis
+        .keys()
+        .iter()
+        .all(|k| k.starts_with("contract:session:")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_is_bounded() {
+    let store = Store::open(&settings("memory://?max_sessions=2")).expect("open");
+    store.create(&id(), &record(&[]), TTL).await.expect("first");
+    let short = id();
+    store
+        .create(&short, &record(&[]), Duration::from_millis(100))
+        .await
+        .expect("second");
+    assert!(matches!(
+        store.create(&id(), &record(&[]), TTL).await,
+        Err(StoreError::Full)
+    ));
+    // Expired sessions make room.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store
+        .create(&id(), &record(&[]), TTL)
+        .await
+        .expect("room after expiry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_times_out_and_recovers() {
+    let mut redis = RedisServer::start();
+    let store = Store::open(&settings(&redis.url())).expect("open");
+    let a = id();
+    store
+        .create(&a, &record(&[("user", b"alice")]), TTL)
+        .await
+        .expect("create");
+    redis.stop();
+    let started = std::time::Instant::now();
+    assert!(store.load(&a).await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    redis.restart();
+    let recovered =
+        support::eventually(Duration::from_secs(10), async || store.ping().await.is_ok()).await;
+    assert!(recovered, "the store reconnects after a Redis restart");
+    store
+        .create(&a, &record(&[("user", b"alice")]), TTL)
+        .await
+        .expect("write after restart");
+}
