@@ -1,5 +1,6 @@
 //! The `stickless` command: `run`, `check`, `demo`.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -78,8 +79,9 @@ fn main() -> ExitCode {
 fn check(path: &Path) -> ExitCode {
     match Settings::load(path) {
         Ok(settings) => {
-            println!("{}: valid", path.display());
-            print_summary(&settings);
+            // Not `println!`: it panics when stdout is closed (`stickless check | head -1`).
+            let text = format!("{}: valid\n{}", path.display(), summary(&settings));
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -89,10 +91,14 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn print_summary(s: &Settings) {
+/// A short summary of what the file configures; secrets (store passwords) are redacted.
+fn summary(s: &Settings) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let d = |d: Duration| humantime::format_duration(d).to_string();
-    println!("  listen: {}", s.listen);
-    println!(
+    let _ = writeln!(out, "  listen: {}", s.listen);
+    let _ = writeln!(
+        out,
         "  store: {} (key prefix `{}:`, {:?}, timeout {})",
         s.store.url,
         s.store.key_prefix,
@@ -100,7 +106,8 @@ fn print_summary(s: &Settings) {
         d(s.store.timeout)
     );
     let c = &s.session.cookie;
-    println!(
+    let _ = writeln!(
+        out,
         "  session: cookie {} (secure: {}, http_only: {}, same_site: {:?}), idle {}, absolute {}, headers {}*",
         c.name,
         c.secure,
@@ -110,10 +117,11 @@ fn print_summary(s: &Settings) {
         d(s.session.lifetime.absolute),
         s.session.prefix.as_str()
     );
-    println!("  routes ({}, first match wins):", s.routes.len());
+    let _ = writeln!(out, "  routes ({}, first match wins):", s.routes.len());
     for (i, r) in s.routes.iter().enumerate() {
-        println!("    [{i}] {}", describe(r));
+        let _ = writeln!(out, "    [{i}] {}", describe(r));
     }
+    out
 }
 
 fn describe(r: &RouteSettings) -> String {
@@ -196,8 +204,10 @@ async fn shutdown_signal() {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STICKLESS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a terminal, never in journald or files.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -3,6 +3,7 @@
 
 mod app;
 
+use std::io::Write;
 use std::net::SocketAddr;
 
 use crate::config::Settings;
@@ -25,11 +26,17 @@ pub async fn run(
 ) -> Result<(), DemoError> {
     let server = start(listen).await?;
     let addr = server.local_addr().map_err(DemoError::App)?;
-    println!(
-        "stickless demo: open http://{addr}/ (two app instances behind one proxy, embedded store)"
+    // Written without `println!`, which panics once stdout is closed (a pipe whose reader
+    // went away): the demo must keep serving whoever reads its output.
+    let banner = format!(
+        "stickless demo: open http://{addr}/ (two app instances behind one proxy, embedded store)\n  \
+         try: curl -c jar -b jar -L 'http://{addr}/login?user=alice'; then curl -b jar -c jar http://{addr}/ a few times\n  \
+         Ctrl-C to stop\n"
     );
-    println!("  try: curl -c jar -b jar -L 'http://{addr}/login?user=alice'; then curl -b jar -c jar http://{addr}/ a few times");
-    println!("  Ctrl-C to stop");
+    let mut stdout = std::io::stdout();
+    let _ = stdout
+        .write_all(banner.as_bytes())
+        .and_then(|()| stdout.flush());
     server.run(shutdown).await;
     Ok(())
 }

@@ -437,7 +437,6 @@ impl RawResponse {
             .and_then(|s| s.parse().ok())
             .expect("status line");
         let mut headers = Vec::new();
-        let mut offset = 0;
         for line in raw[..split].split(|b| *b == b'\n').skip(1) {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if let Some(colon) = line.iter().position(|b| *b == b':') {
@@ -446,9 +445,7 @@ impl RawResponse {
                     line[colon + 1..].trim_ascii().to_vec(),
                 ));
             }
-            offset += 1;
         }
-        let _ = offset;
         let mut body = raw[split + 4..].to_vec();
         if headers
             .iter()
@@ -531,10 +528,7 @@ impl RawResponse {
 
 fn dechunk(mut body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = body.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&body[..eol]);
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
             .unwrap_or(0);

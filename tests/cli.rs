@@ -1,0 +1,360 @@
+//! The real binary: `check`, `run` (exit codes, signals, two instances sharing one Redis) and
+//! `demo`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use support::{Backend, RawRequest, RedisServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stickless");
+
+fn write_config(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stickless-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn check(text: &str) -> Output {
+    let path = write_config("check.yaml", text);
+    Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run stickless check")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_example_proxy_yaml_is_valid() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let output = Command::new(BIN)
+        .args(["check", "--config", &format!("{root}/proxy.yaml")])
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        summary.contains("valid") && summary.contains("routes"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn check_reports_what_is_wrong_and_where() {
+    let base = "store:\n  url: \"memory://\"\nroutes:\n  - match: { path_prefix: \"/\" }\n    upstreams: [\"http://127.0.0.1:9001\"]\n";
+    let cases: &[(String, &[&str])] = &[
+        (format!("{base}colour: blue\n"), &["unknown field `colour`"]),
+        (base.replace("url:", "uri:"), &["unknown field `uri`"]),
+        (
+            format!("{base}  - match: {{ path_prefix: \"/x\" }}\n    upstreams: [\"ftp://h:1\"]\n"),
+            &["routes[1].upstreams[0]", "http://"],
+        ),
+        (
+            base.replace("\"/\"", "\"api\""),
+            &["routes[0].match.path_prefix"],
+        ),
+        (
+            format!("{base}session:\n  idle_timeout: soon\n"),
+            &["session.idle_timeout", "check.yaml:"],
+        ),
+        (
+            format!("{base}session:\n  cookie:\n    same_site: none\n    secure: false\n"),
+            &["session.cookie.same_site"],
+        ),
+        (base.replace("memory://", "mysql://db"), &["store.url"]),
+        (
+            format!("{base}    session: sometimes\n"),
+            &["unknown variant `sometimes`"],
+        ),
+        (
+            format!("{base}    login_url: /login\n"),
+            &["routes[0].login_url"],
+        ),
+        ("store: [\n".to_string(), &["check.yaml:"]),
+        (
+            "routes: []\nstore:\n  url: \"memory://\"\n".to_string(),
+            &["routes: at least one route"],
+        ),
+    ];
+    for (text, expected) in cases {
+        let output = check(text);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        let message = stderr(&output);
+        assert!(message.contains("check.yaml"), "names the file: {message}");
+        for needle in *expected {
+            assert!(message.contains(needle), "{message} lacks {needle:?}");
+        }
+    }
+    // YAML syntax errors carry line and column.
+    let output = check("store:\n  url: \"memory://\"\nroutes:\n  - match: { path_prefix: \"/\"\n");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("check.yaml:"),
+        "{}",
+        stderr(&output)
+    );
+    let message = stderr(&output);
+    let location = message.split("check.yaml:").nth(1).unwrap_or_default();
+    assert!(
+        location.chars().next().is_some_and(|c| c.is_ascii_digit()),
+        "line:column in {message}"
+    );
+
+    // A missing file.
+    let output = Command::new(BIN)
+        .args(["check", "--config", "/nonexistent/proxy.yaml"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("/nonexistent/proxy.yaml"));
+}
+
+#[test]
+fn run_refuses_a_bad_config_with_exit_2() {
+    let path = write_config(
+        "bad-run.yaml",
+        "listen: nowhere\nstore:\n  url: \"memory://\"\nroutes: []\n",
+    );
+    let output = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message.contains("listen") && message.contains("routes"),
+        "{message}"
+    );
+}
+
+/// A `stickless run` child process; the address comes from its "listening on" log line.
+struct Instance {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Instance {
+    fn start(config: &PathBuf) -> Instance {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("STICKLESS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn stickless run");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("stickless exited before listening")
+                .expect("read log");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .expect("address")
+                    .parse()
+                    .expect("socket address");
+            }
+        };
+        // Keep draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Instance { child, addr }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn wait(&mut self) -> Option<i32> {
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_config(name: &str, store: &str, backends: &[&Backend]) -> PathBuf {
+    let ups: Vec<String> = backends
+        .iter()
+        .map(|b| format!("\"{}\"", b.url()))
+        .collect();
+    write_config(
+        name,
+        &format!(
+            "listen: \"127.0.0.1:0\"\nstore:\n  url: \"{store}\"\nroutes:\n  - match: {{ path_prefix: \"/\" }}\n    upstreams: [{}]\n",
+            ups.join(", ")
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_sessions_and_one_can_die() {
+    let redis = RedisServer::start();
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let config = run_config("shared.yaml", &redis.url(), &[&a, &b]);
+    let first = Instance::start(&config);
+    let second = Instance::start(&config);
+
+    let login = RawRequest::new(first.addr, "GET", "/login")
+        .reply("X-Session-Set-User", "alice")
+        .send()
+        .await;
+    let id = login.issued_session().expect("session");
+
+    // A round-robin balancer in front: alternate between the instances.
+    let mut instances_seen = std::collections::BTreeSet::new();
+    for i in 0..6 {
+        let proxy = if i % 2 == 0 { second.addr } else { first.addr };
+        let response = RawRequest::new(proxy, "GET", "/")
+            .session(Some(&id))
+            .reply("X-Session-Set-Count", &i.to_string())
+            .send()
+            .await;
+        assert_eq!(response.status, 200);
+        assert_eq!(
+            response.backend_saw("x-session-user").as_deref(),
+            Some("alice")
+        );
+        if i > 0 {
+            assert_eq!(
+                response.backend_saw("x-session-count"),
+                Some((i - 1).to_string()),
+                "write on the other instance is seen"
+            );
+        }
+        instances_seen.insert(response.instance().expect("instance"));
+    }
+    assert_eq!(
+        instances_seen.len(),
+        2,
+        "both app instances served the same session"
+    );
+
+    // One proxy dies hard; the other carries on with the same session.
+    let mut first = first;
+    first.signal("-KILL");
+    first.wait();
+    for _ in 0..3 {
+        let response = RawRequest::new(second.addr, "GET", "/")
+            .session(Some(&id))
+            .send()
+            .await;
+        assert_eq!(
+            response.backend_saw("x-session-user").as_deref(),
+            Some("alice"),
+            "nobody logged out"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
+    let backend = Backend::start("a").await;
+    let config = run_config("drain.yaml", "memory://", &[&backend]);
+    let mut instance = Instance::start(&config);
+    let addr = instance.addr;
+    let slow = tokio::spawn(
+        RawRequest::new(addr, "GET", "/")
+            .header("X-Reply-Delay-Ms", "1000")
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    instance.signal("-TERM");
+    let response = slow.await.expect("task");
+    assert_eq!(response.status, 200, "the in-flight request finished");
+    assert_eq!(
+        tokio::task::spawn_blocking(move || instance.wait())
+            .await
+            .expect("wait"),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_two_instances_behind_one_proxy() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("STICKLESS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let url_line = BufReader::new(stdout)
+        .lines()
+        .next()
+        .expect("a line")
+        .expect("read");
+    let addr: SocketAddr = url_line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no URL in {url_line}"));
+
+    let login = RawRequest::new(addr, "GET", "/login?user=alice")
+        .send()
+        .await;
+    assert_eq!(login.status, 303);
+    let id = login.issued_session().expect("session");
+    let mut served_by = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let page = RawRequest::new(addr, "GET", "/")
+            .session(Some(&id))
+            .send()
+            .await;
+        assert_eq!(page.status, 200);
+        let text = page.text();
+        assert!(text.contains("logged in as: alice"), "{text}");
+        served_by.insert(text.lines().next().unwrap_or_default().to_owned());
+    }
+    assert_eq!(served_by.len(), 2, "{served_by:?}");
+    let logout = RawRequest::new(addr, "GET", "/logout")
+        .session(Some(&id))
+        .send()
+        .await;
+    assert!(logout.clears_session());
+    let page = RawRequest::new(addr, "GET", "/")
+        .session(Some(&id))
+        .send()
+        .await;
+    assert!(page.text().contains("not logged in"));
+
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
