@@ -577,3 +577,81 @@ async fn request_bodies_stream_through() {
         Some(body.len().to_string())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_round_trips_per_request() {
+    let rig = rig().await;
+    let id = login(&rig.proxy, &[("user", "alice"), ("role", "admin")]).await;
+    // Warm: scripts loaded, connection up.
+    rig.proxy
+        .get("/")
+        .session(Some(&id))
+        .reply("X-Session-Set-Cart", "1")
+        .send()
+        .await;
+
+    rig.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    for _ in 0..10 {
+        assert_eq!(
+            rig.proxy.get("/").session(Some(&id)).send().await.status,
+            200
+        );
+    }
+    // A read is one pipelined HGETALL + PTTL; the extension is not due yet.
+    let mut reads = rig.redis.proxy_commands();
+    reads.sort();
+    assert_eq!(
+        reads,
+        vec![("hgetall".to_owned(), 10), ("pttl".to_owned(), 10)]
+    );
+
+    rig.redis.cmd::<String>(&["CONFIG", "RESETSTAT"]);
+    let response = rig
+        .proxy
+        .get("/")
+        .session(Some(&id))
+        .reply("X-Session-Set-Cart", "2")
+        .send()
+        .await;
+    assert_eq!(response.status, 200);
+    let calls = rig.redis.proxy_commands();
+    let top_level: Vec<_> = calls
+        .iter()
+        .filter(|(n, _)| n.starts_with("eval"))
+        .collect();
+    assert_eq!(
+        top_level,
+        vec![&("evalsha".to_owned(), 1)],
+        "one script call per write: {calls:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_clients_are_served_and_the_backend_gets_a_host() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let rig = rig().await;
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let mut request = http::Request::new(Empty::new());
+    *request.uri_mut() = format!("http://{}/h2", rig.proxy.addr)
+        .parse()
+        .expect("uri");
+    *request.version_mut() = http::Version::HTTP_2;
+    let response = client.request(request).await.expect("h2 response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains(&format!("host: {}", rig.proxy.addr)),
+        "{text}"
+    );
+}

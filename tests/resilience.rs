@@ -294,3 +294,38 @@ async fn in_flight_requests_finish_during_graceful_shutdown() {
         "no longer accepting"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_at_the_header_deadline_while_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start("a").await;
+    let yaml = format!(
+        "{}timeouts:\n  header_read: 500ms\n",
+        config("memory://", &[&backend])
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Slow: ")
+            .await
+            .expect("write");
+        slow.push(stream);
+    }
+    // Meanwhile, a normal client is served.
+    assert_eq!(proxy.get("/").send().await.status, 200);
+    let started = Instant::now();
+    for stream in &mut slow {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a slow client was not cut off");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
