@@ -99,20 +99,20 @@ fn summary(s: &Settings) -> String {
     let _ = writeln!(out, "  listen: {}", s.listen);
     let _ = writeln!(
         out,
-        "  store: {} (key prefix `{}:`, {:?}, timeout {})",
+        "  store: {} (key prefix `{}:`, on_unavailable: {}, timeout {})",
         s.store.url,
         s.store.key_prefix,
-        s.store.on_unavailable,
+        s.store.on_unavailable.as_str(),
         d(s.store.timeout)
     );
     let c = &s.session.cookie;
     let _ = writeln!(
         out,
-        "  session: cookie {} (secure: {}, http_only: {}, same_site: {:?}), idle {}, absolute {}, headers {}*",
+        "  session: cookie {} (secure: {}, http_only: {}, same_site: {}), idle {}, absolute {}, headers {}*",
         c.name,
         c.secure,
         c.http_only,
-        c.same_site,
+        c.same_site.as_str(),
         d(s.session.lifetime.idle),
         d(s.session.lifetime.absolute),
         s.session.prefix.as_str()
@@ -132,11 +132,11 @@ fn describe(r: &RouteSettings) -> String {
         .map(|u| format!(", login_url {u}"))
         .unwrap_or_default();
     format!(
-        "host {} path {}* -> {} (session: {:?}{login})",
+        "host {} path {}* -> {} (session: {}{login})",
         r.host.as_deref().unwrap_or("*"),
         r.path_prefix,
         upstreams.join(", "),
-        r.session
+        r.session.as_str()
     )
 }
 

@@ -209,3 +209,20 @@ fn default_upstream_response() -> Duration {
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(30)
 }
+
+/// The names as written in the file, for summaries and messages.
+macro_rules! file_names {
+    ($($ty:ident { $($variant:ident => $name:literal),+ })+) => {$(
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $name),+ }
+            }
+        }
+    )+};
+}
+
+file_names! {
+    OnUnavailable { FailClosed => "fail_closed", FailOpen => "fail_open" }
+    SameSite { Strict => "strict", Lax => "lax", None => "none" }
+    SessionMode { On => "on", Off => "off", Required => "required" }
+}

@@ -41,13 +41,19 @@ pub enum MalformedUpdate {
     },
 }
 
-/// Removes every prefixed header from a backend response and returns the update the
-/// canonically spelt ones describe. Anything else with the prefix is dropped silently, as the
-/// contract says.
+/// Removes every prefixed header from a backend response (whether or not the update is valid)
+/// and returns the update the canonically spelt ones describe. Anything else with the prefix
+/// is dropped silently, as the contract says.
 pub fn take_update(
     headers: &mut HeaderMap,
     prefix: &HeaderPrefix,
 ) -> Result<Update, MalformedUpdate> {
+    let update = read_update(headers, prefix);
+    prefix.strip(headers);
+    update
+}
+
+fn read_update(headers: &HeaderMap, prefix: &HeaderPrefix) -> Result<Update, MalformedUpdate> {
     let mut update = Update::default();
     for name in headers.keys() {
         let Some(suffix) = prefix.control_suffix(name) else {
@@ -85,7 +91,6 @@ pub fn take_update(
             update.invalidate = flag(header, headers.get_all(name))?;
         }
     }
-    prefix.strip(headers);
     Ok(update)
 }
 
