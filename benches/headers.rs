@@ -1,1 +1,191 @@
-fn main() {}
+//! The per-request header work on the hot path, measured through the public API:
+//!
+//! - request side: hop-by-hop removal, stripping client `X-Session-*` headers, finding the
+//!   session id in `Cookie`, injecting a resolved session;
+//! - response side: reading (and removing) the backend's `X-Session-Set-*` update headers.
+//!
+//! Inputs are shaped like real traffic: a browser request with a dozen headers, a `Cookie`
+//! line holding the session cookie among others, and a few forged `X-Session-*` headers that
+//! must go; a session with two attributes; a backend response that sets two attributes.
+//!
+//! Run with `cargo bench --bench headers`.
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use stickless::session::cookie::session_id;
+use stickless::session::id::SessionId;
+use stickless::session::prefix::HeaderPrefix;
+use stickless::session::record::{Record, Session};
+use stickless::session::update::take_update;
+use stickless::upstream::hop;
+
+const COOKIE_NAME: &str = "SESSION";
+
+fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        headers.append(
+            HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            HeaderValue::from_str(value).expect("header value"),
+        );
+    }
+    headers
+}
+
+/// What a browser sends on a navigation, plus three forged session headers in different
+/// spellings.
+fn browser_request(id: &SessionId) -> HeaderMap {
+    let cookie = format!(
+        "_ga=GA1.1.1234567890.1700000000; theme=dark; {COOKIE_NAME}={}; consent=yes",
+        id.as_str()
+    );
+    map(&[
+        ("host", "app.example.com"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        (
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+        ("accept-language", "en-GB,en;q=0.7,fr;q=0.3"),
+        ("accept-encoding", "gzip, deflate, br, zstd"),
+        ("referer", "https://app.example.com/orders?page=2"),
+        ("cookie", &cookie),
+        ("connection", "keep-alive"),
+        ("upgrade-insecure-requests", "1"),
+        ("sec-fetch-dest", "document"),
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-site", "same-origin"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-proto", "https"),
+        ("X-Session-User", "admin"),
+        ("x_session_role", "root"),
+        ("X-SESSION-ID", "forged"),
+    ])
+}
+
+fn session(id: SessionId) -> Session {
+    let mut record = Record::new(1_700_000_000_000);
+    record
+        .attributes
+        .insert("user".into(), Bytes::from_static(b"alice"));
+    record
+        .attributes
+        .insert("role".into(), Bytes::from_static(b"admin"));
+    Session { id, record }
+}
+
+/// A backend response that sets two attributes, among ordinary headers.
+fn backend_response() -> HeaderMap {
+    map(&[
+        ("content-type", "text/html; charset=utf-8"),
+        ("content-length", "5120"),
+        ("date", "Mon, 01 Jan 2024 00:00:00 GMT"),
+        ("cache-control", "private, max-age=0"),
+        ("etag", "\"5f3c-1a2b\""),
+        ("x-request-id", "3b1f2e6c-9d4a-4f7e-8c21-0a6b5d9e4f13"),
+        ("connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("x-session-set-user", "alice"),
+        ("x-session-set-role", "admin"),
+    ])
+}
+
+fn request_side(c: &mut Criterion) {
+    let prefix = HeaderPrefix::default();
+    let id = SessionId::generate().expect("randomness");
+    let request = browser_request(&id);
+    let session = session(id);
+
+    let mut group = c.benchmark_group("request");
+    group.bench_function("hop_strip", |b| {
+        b.iter_batched(
+            || request.clone(),
+            |mut h| {
+                hop::strip(&mut h);
+                h
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("prefix_strip", |b| {
+        b.iter_batched(
+            || request.clone(),
+            |mut h| {
+                prefix.strip(&mut h);
+                h
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("session_id", |b| {
+        b.iter(|| session_id(black_box(&request), black_box(COOKIE_NAME)))
+    });
+    let mut stripped = request.clone();
+    prefix.strip(&mut stripped);
+    group.bench_function("inject", |b| {
+        b.iter_batched(
+            || stripped.clone(),
+            |mut h| {
+                prefix.inject(&mut h, black_box(&session));
+                h
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // The four steps in the order the proxy runs them (the store round trip left out).
+    group.bench_function("all", |b| {
+        b.iter_batched(
+            || request.clone(),
+            |mut h| {
+                hop::strip(&mut h);
+                prefix.strip(&mut h);
+                let found = session_id(&h, COOKIE_NAME);
+                if found.is_some() {
+                    prefix.inject(&mut h, &session);
+                }
+                h
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn response_side(c: &mut Criterion) {
+    let prefix = HeaderPrefix::default();
+    let response = backend_response();
+
+    let mut group = c.benchmark_group("response");
+    group.bench_function("take_update", |b| {
+        b.iter_batched(
+            || response.clone(),
+            |mut h| {
+                let update = take_update(&mut h, &prefix).expect("valid update");
+                (h, update)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("all", |b| {
+        b.iter_batched(
+            || response.clone(),
+            |mut h| {
+                hop::strip(&mut h);
+                let update = take_update(&mut h, &prefix).expect("valid update");
+                (h, update)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, request_side, response_side);
+criterion_main!(benches);
