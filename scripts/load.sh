@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Load test: stickless compared with a direct path to the same backend, in one run.
+#
+# Starts, all on 127.0.0.1 and on free ports:
+#   - redis-server (no persistence),
+#   - nginx as a tiny fast backend: `/` answers a short 200 body, `/login` answers 200 with
+#     `X-Session-Set-User: alice` and `X-Session-Set-Role: admin` (so going through stickless
+#     creates a two-attribute session), `/whoami` echoes the injected headers,
+#   - stickless (release build) in front of nginx, with a `/plain` route (`session: off`) and
+#     a `/` route (`session: on`).
+# Then runs wrk against:
+#   a. nginx directly,
+#   b. stickless with the session cookie (one Redis read per request),
+#   c. stickless without a cookie (anonymous: no Redis traffic),
+#   d. stickless on the `session: off` route (the plain proxy path),
+# and prints requests/s, each ratio to the direct figure, and Redis commands per request.
+#
+# Everything started here is stopped on exit. Bounded: about a minute plus the build.
+#
+# Usage: scripts/load.sh            (env: DURATION=10s THREADS=2 CONNECTIONS=32)
+
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+WARMUP=${WARMUP:-2s}
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+say() { printf '%s\n' "$*" >&2; }
+die() {
+    say "load.sh: $*"
+    exit 1
+}
+
+# --- Tools -------------------------------------------------------------------------------
+
+find_tool() { command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || true; }
+
+missing=()
+[ -n "$(find_tool wrk)" ] || missing+=(wrk)
+[ -n "$(find_tool redis-server)" ] || missing+=(redis-server)
+[ -n "$(find_tool nginx)" ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing: ${missing[*]}"
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get install -y "${missing[@]}" >&2 ||
+        { "${sudo[@]}" apt-get update >&2 && "${sudo[@]}" apt-get install -y "${missing[@]}" >&2; }
+fi
+WRK=$(find_tool wrk)
+REDIS_SERVER=$(find_tool redis-server)
+REDIS_CLI=$(find_tool redis-cli)
+NGINX=$(find_tool nginx)
+for tool in WRK REDIS_SERVER REDIS_CLI NGINX; do
+    [ -n "${!tool}" ] || die "cannot find ${tool,,}"
+done
+command -v curl >/dev/null || die "curl is needed"
+
+# --- Processes and clean-up --------------------------------------------------------------
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/stickless-load.XXXXXX")
+PIDS=()
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# free_port VAR: stores in VAR a port nothing listens on now and that this script has not
+# handed out yet (there is a small window before our server binds it).
+TAKEN=" "
+free_port() {
+    local port used
+    used=$(ss -Htln 2>/dev/null | awk '{print $4}' | sed 's/.*://' | sort -u || true)
+    for _ in $(seq 1 200); do
+        port=$((20000 + RANDOM % 40000))
+        if ! grep -qx "$port" <<<"$used" && [[ "$TAKEN" != *" $port "* ]]; then
+            TAKEN="$TAKEN$port "
+            printf -v "$1" '%s' "$port"
+            return
+        fi
+    done
+    die "no free port found"
+}
+
+# Waits until `curl URL` answers with any HTTP status, for up to 15 s.
+wait_http() {
+    local url=$1 what=$2
+    for _ in $(seq 1 150); do
+        if curl -s -o /dev/null --max-time 1 "$url"; then
+            return
+        fi
+        sleep 0.1
+    done
+    die "$what did not come up at $url (logs in $TMP)"
+}
+
+# --- Build -------------------------------------------------------------------------------
+
+say "building the release binary (cargo build --release)"
+cargo build --release --quiet
+STICKLESS="$ROOT/target/release/stickless"
+
+# --- Redis -------------------------------------------------------------------------------
+
+free_port REDIS_PORT
+"$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$TMP" --logfile "$TMP/redis.log" &
+PIDS+=($!)
+for _ in $(seq 1 150); do
+    "$REDIS_CLI" -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+"$REDIS_CLI" -p "$REDIS_PORT" ping >/dev/null 2>&1 || die "redis-server did not start"
+rcli() { "$REDIS_CLI" -p "$REDIS_PORT" "$@"; }
+
+# --- nginx backend -----------------------------------------------------------------------
+
+free_port NGINX_PORT
+mkdir -p "$TMP/nginx"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    default_type text/plain;
+    keepalive_requests 1000000;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location = /login {
+            add_header X-Session-Set-User alice;
+            add_header X-Session-Set-Role admin;
+            return 200 "logged in\n";
+        }
+        location = /whoami {
+            return 200 "user=\$http_x_session_user role=\$http_x_session_role\n";
+        }
+        location / {
+            return 200 "hello from the backend\n";
+        }
+    }
+}
+EOF
+"$NGINX" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" 2>"$TMP/nginx/stderr.log" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$NGINX_PORT/" nginx
+
+# --- stickless ---------------------------------------------------------------------------
+
+free_port PROXY_PORT
+cat >"$TMP/proxy.yaml" <<EOF
+listen: "127.0.0.1:$PROXY_PORT"
+store:
+  url: "redis://127.0.0.1:$REDIS_PORT/0"
+  key_prefix: "stickless-load"
+session:
+  cookie:
+    secure: false   # plain http on loopback
+routes:
+  - match: { path_prefix: "/plain" }
+    upstreams: ["http://127.0.0.1:$NGINX_PORT"]
+    session: "off"
+  - match: { path_prefix: "/" }
+    upstreams: ["http://127.0.0.1:$NGINX_PORT"]
+    session: "on"
+EOF
+"$STICKLESS" check --config "$TMP/proxy.yaml" >/dev/null
+STICKLESS_LOG=warn "$STICKLESS" run --config "$TMP/proxy.yaml" 2>"$TMP/stickless.log" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$PROXY_PORT/" stickless
+PROXY="http://127.0.0.1:$PROXY_PORT"
+
+# --- A session with two attributes -------------------------------------------------------
+
+session=$(curl -s -D - -o /dev/null "$PROXY/login" |
+    tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: SESSION=\([^;]*\).*/\1/p' | head -n 1)
+[ -n "$session" ] || die "logging in through stickless set no SESSION cookie"
+COOKIE="SESSION=$session"
+whoami=$(curl -s -H "Cookie: $COOKIE" "$PROXY/whoami")
+[ "$whoami" = "user=alice role=admin" ] ||
+    die "the backend did not receive the session (got: $whoami)"
+fields=$(rcli hgetall "stickless-load:session:$session" | paste -sd ' ')
+say "session created: backend sees '$whoami'; Redis hash: $fields"
+
+# --- Runs --------------------------------------------------------------------------------
+
+# run NAME URL [wrk options...]: warm up, measure, record requests/s and request count.
+declare -A RPS REQS
+run() {
+    local name=$1 url=$2 out
+    shift 2
+    "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$@" "$url" >/dev/null
+    [ "$name" = direct ] || rcli config resetstat >/dev/null
+    out=$("$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "$@" "$url")
+    RPS[$name]=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    REQS[$name]=$(awk '/ requests in / {print $1}' <<<"$out")
+    if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
+        say "warning: run $name had errors:"
+        grep -E 'Non-2xx|Socket errors' <<<"$out" >&2
+    fi
+    say "  $name: ${RPS[$name]} requests/s (${REQS[$name]} requests in $DURATION)"
+}
+
+# Redis commands executed since the last CONFIG RESETSTAT, excluding our own CONFIG/INFO.
+redis_calls() {
+    rcli info commandstats | tr -d '\r' |
+        awk -F'[:=,]' '/^cmdstat_/ && $1 !~ /^cmdstat_(config|info)/ {
+            sub(/^cmdstat_/, "", $1); total += $3; detail = detail sep $1 "=" $3; sep = ", "
+        } END { printf "%d %s\n", total, detail }'
+}
+
+say "running wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a $WARMUP warm-up each)"
+run direct "http://127.0.0.1:$NGINX_PORT/"
+run session "$PROXY/" -H "Cookie: $COOKIE"
+read -r SESSION_CALLS SESSION_DETAIL <<<"$(redis_calls)"
+run anonymous "$PROXY/"
+read -r ANON_CALLS ANON_DETAIL <<<"$(redis_calls)"
+run plain "$PROXY/plain"
+
+# --- Report ------------------------------------------------------------------------------
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+per_request() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
+
+echo
+echo "stickless load test: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $(nproc) CPUs, all on 127.0.0.1"
+echo "backend: nginx (1 worker) answering a 23-byte 200; store: redis-server $("$REDIS_SERVER" --version | awk '{print $3}' | sed 's/v=//')"
+echo
+printf '%-44s %12s %10s\n' "path" "requests/s" "vs direct"
+printf '%-44s %12s %10s\n' "a. direct to nginx" "${RPS[direct]}" "1.00"
+printf '%-44s %12s %10s\n' "b. stickless, with session cookie" "${RPS[session]}" "$(ratio "${RPS[session]}" "${RPS[direct]}")"
+printf '%-44s %12s %10s\n' "c. stickless, no cookie (anonymous)" "${RPS[anonymous]}" "$(ratio "${RPS[anonymous]}" "${RPS[direct]}")"
+printf '%-44s %12s %10s\n' "d. stickless, session: off route" "${RPS[plain]}" "$(ratio "${RPS[plain]}" "${RPS[direct]}")"
+echo
+echo "ratio stickless/direct (with session): $(ratio "${RPS[session]}" "${RPS[direct]}")"
+echo "Redis commands per request, run b: $(per_request "$SESSION_CALLS" "${REQS[session]}") ($SESSION_CALLS calls / ${REQS[session]} requests; ${SESSION_DETAIL:-none})"
+echo "Redis commands per request, run c: $(per_request "$ANON_CALLS" "${REQS[anonymous]}") ($ANON_CALLS calls / ${REQS[anonymous]} requests${ANON_DETAIL:+; $ANON_DETAIL})"
