@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{config, Backend, Proxy, RedisServer};
+use support::{config, login, Backend, Proxy, RedisServer};
 
 struct Rig {
     redis: RedisServer,
@@ -24,17 +24,6 @@ async fn rig_with(extra: &str) -> Rig {
 
 async fn rig() -> Rig {
     rig_with("").await
-}
-
-/// Logs in through the proxy with the given attributes and returns the issued id.
-async fn login(proxy: &Proxy, attributes: &[(&str, &str)]) -> String {
-    let mut request = proxy.get("/login");
-    for (name, value) in attributes {
-        request = request.reply(&format!("X-Session-Set-{name}"), value);
-    }
-    let response = request.send().await;
-    assert_eq!(response.status, 200);
-    response.issued_session().expect("a session cookie")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,17 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{config, eventually, free_port, Backend, Proxy, RedisServer};
-
-async fn login(proxy: &Proxy) -> String {
-    let response = proxy
-        .get("/login")
-        .reply("X-Session-Set-User", "alice")
-        .send()
-        .await;
-    assert_eq!(response.status, 200);
-    response.issued_session().expect("a session cookie")
-}
+use support::{config, eventually, free_port, login, Backend, Proxy, RedisServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_and_fail_over_on_refused_connections() {
@@ -84,7 +74,7 @@ async fn redis_stopped_gives_503_then_recovers_without_restarting_the_proxy() {
     ]);
     let backend = Backend::start("a").await;
     let proxy = Proxy::start(&config(&redis.url(), &[&backend])).await;
-    let id = login(&proxy).await;
+    let id = login(&proxy, &[("user", "alice")]).await;
 
     redis.stop();
     for request in [
@@ -122,7 +112,7 @@ async fn frozen_redis_answers_within_the_timeout_and_recovers_on_sigcont() {
     let redis = RedisServer::start();
     let backend = Backend::start("a").await;
     let proxy = Proxy::start(&config(&redis.url(), &[&backend])).await;
-    let id = login(&proxy).await;
+    let id = login(&proxy, &[("user", "alice")]).await;
     let pid = redis.pid().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-STOP", &pid])
@@ -159,7 +149,7 @@ async fn fail_open_serves_reads_as_anonymous_but_refuses_writes() {
         "  timeout: \"300ms\"\n  on_unavailable: fail_open\n",
     );
     let proxy = Proxy::start(&yaml).await;
-    let id = login(&proxy).await;
+    let id = login(&proxy, &[("user", "alice")]).await;
     redis.stop();
     let response = proxy.get("/").session(Some(&id)).send().await;
     assert_eq!(response.status, 200);
@@ -186,7 +176,7 @@ async fn idle_timeout_slides_and_expires() {
         config(&redis.url(), &[&backend])
     );
     let proxy = Proxy::start(&yaml).await;
-    let id = login(&proxy).await;
+    let id = login(&proxy, &[("user", "alice")]).await;
     // Used every ~0.7 s (more often than every half idle timeout) for 4 s: stays alive.
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -219,7 +209,7 @@ async fn absolute_timeout_is_never_extended() {
         config(&redis.url(), &[&backend])
     );
     let proxy = Proxy::start(&yaml).await;
-    let id = login(&proxy).await;
+    let id = login(&proxy, &[("user", "alice")]).await;
     let key = format!("stickless:session:{id}");
     let ttl: i64 = redis.cmd(&["PTTL", &key]);
     assert!(ttl <= 2000, "TTL capped by the absolute timeout: {ttl}");
@@ -250,7 +240,7 @@ async fn absolute_timeout_is_never_extended() {
 async fn full_embedded_store_refuses_new_sessions_only() {
     let backend = Backend::start("a").await;
     let proxy = Proxy::start(&config("memory://?max_sessions=1", &[&backend])).await;
-    let id = login(&proxy).await;
+    let id = login(&proxy, &[("user", "alice")]).await;
     let response = proxy
         .get("/login")
         .reply("X-Session-Set-User", "bob")

@@ -330,6 +330,17 @@ impl Drop for Proxy {
     }
 }
 
+/// Logs in through the proxy (the backend sets the given attributes) and returns the id.
+pub async fn login(proxy: &Proxy, attributes: &[(&str, &str)]) -> String {
+    let mut request = proxy.get("/login");
+    for (name, value) in attributes {
+        request = request.reply(&format!("X-Session-Set-{name}"), value);
+    }
+    let response = request.send().await;
+    assert_eq!(response.status, 200);
+    response.issued_session().expect("a session cookie")
+}
+
 /// A proxy config with one catch-all route to the given upstreams; `extra` is appended under
 /// `session:` (indented by the caller), `store` is the store URL.
 pub fn config(store: &str, upstreams: &[&Backend]) -> String {
