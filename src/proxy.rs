@@ -21,7 +21,7 @@ use crate::session::persist::{persist, CookieChange};
 use crate::session::record::Session;
 use crate::session::resolve::resolve;
 use crate::session::update::{take_update, Update};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::upstream::body::{self, full, ProxyBody, RetryableBody};
 use crate::upstream::{forwarded, hop, UpstreamClient};
 
@@ -101,8 +101,8 @@ impl Proxy {
         self.session.prefix.strip(&mut parts.headers);
 
         // 3. Resolve the session the cookie names.
-        let session = match route.session {
-            SessionMode::Off => None,
+        let (session, degraded) = match route.session {
+            SessionMode::Off => (None, None),
             SessionMode::On | SessionMode::Required => self.resolve_session(&parts.headers).await?,
         };
         if route.session == SessionMode::Required && session.is_none() {
@@ -135,6 +135,9 @@ impl Proxy {
         };
 
         // 7. Persist before a byte of the response leaves.
+        if let Some(err) = degraded.filter(|_| !update.is_empty()) {
+            return Err(ProxyError::Store(err));
+        }
         let change = persist(&self.store, &self.session, session, &update).await?;
 
         // 8. Respond.
@@ -156,17 +159,19 @@ impl Proxy {
     }
 
     /// A store failure on read follows `store.on_unavailable`: fail closed answers 503; fail
-    /// open serves the request as anonymous (it can still not write: persisting answers 503).
+    /// open serves the request as anonymous and hands back the error, because nothing may be
+    /// written for such a request: we do not know what its session holds, or whether it
+    /// exists, so a logout or an update must not be reported as done.
     async fn resolve_session(
         &self,
         headers: &http::HeaderMap,
-    ) -> Result<Option<Session>, ProxyError> {
+    ) -> Result<(Option<Session>, Option<StoreError>), ProxyError> {
         let id = cookie::session_id(headers, &self.session.cookie.name);
         match resolve(&self.store, &self.session.lifetime, id).await {
-            Ok(session) => Ok(session),
+            Ok(session) => Ok((session, None)),
             Err(err) if self.on_unavailable == OnUnavailable::FailOpen => {
                 warn!(error = %err, "session store unavailable; serving as anonymous (fail_open)");
-                Ok(None)
+                Ok((None, Some(err)))
             }
             Err(err) => Err(ProxyError::Store(err)),
         }

@@ -644,3 +644,23 @@ async fn h2c_clients_are_served_and_the_backend_gets_a_host() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sloppy_logout_still_logs_out() {
+    let rig = rig().await;
+    let id = login(&rig.proxy, &[("user", "alice")]).await;
+    let response = rig
+        .proxy
+        .get("/logout")
+        .session(Some(&id))
+        .reply("X-Session-Set-Last_Seen", "now")
+        .reply("X-Session-Invalidate", "true")
+        .send()
+        .await;
+    assert_eq!(
+        response.status, 200,
+        "invalidate wins over a malformed sibling"
+    );
+    assert!(response.clears_session());
+    assert_eq!(rig.redis.keys(), Vec::<String>::new());
+}

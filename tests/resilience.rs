@@ -113,12 +113,7 @@ async fn frozen_redis_answers_within_the_timeout_and_recovers_on_sigcont() {
     let backend = Backend::start("a").await;
     let proxy = Proxy::start(&config(&redis.url(), &[&backend])).await;
     let id = login(&proxy, &[("user", "alice")]).await;
-    let pid = redis.pid().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    redis.freeze();
     let started = Instant::now();
     let response = proxy.get("/").session(Some(&id)).send().await;
     assert_eq!(response.status, 503);
@@ -127,11 +122,7 @@ async fn frozen_redis_answers_within_the_timeout_and_recovers_on_sigcont() {
         "{:?}",
         started.elapsed()
     );
-    assert!(std::process::Command::new("kill")
-        .args(["-CONT", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    redis.thaw();
     let back = eventually(Duration::from_secs(10), async || {
         let response = proxy.get("/").session(Some(&id)).send().await;
         response.backend_saw("x-session-user").as_deref() == Some("alice")
@@ -142,7 +133,7 @@ async fn frozen_redis_answers_within_the_timeout_and_recovers_on_sigcont() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_serves_reads_as_anonymous_but_refuses_writes() {
-    let mut redis = RedisServer::start();
+    let redis = RedisServer::start();
     let backend = Backend::start("a").await;
     let yaml = config(&redis.url(), &[&backend]).replace(
         "  timeout: \"500ms\"\n",
@@ -150,7 +141,7 @@ async fn fail_open_serves_reads_as_anonymous_but_refuses_writes() {
     );
     let proxy = Proxy::start(&yaml).await;
     let id = login(&proxy, &[("user", "alice")]).await;
-    redis.stop();
+    redis.freeze();
     let response = proxy.get("/").session(Some(&id)).send().await;
     assert_eq!(response.status, 200);
     assert_eq!(
@@ -165,6 +156,22 @@ async fn fail_open_serves_reads_as_anonymous_but_refuses_writes() {
         .send()
         .await;
     assert_eq!(response.status, 503, "writes are never silently dropped");
+    // Nor is a logout reported as done while the store cannot delete the session.
+    let response = proxy
+        .get("/logout")
+        .session(Some(&id))
+        .reply("X-Session-Invalidate", "true")
+        .send()
+        .await;
+    assert_eq!(response.status, 503);
+    assert!(!response.clears_session());
+    redis.thaw();
+    let alive = eventually(Duration::from_secs(10), async || {
+        let response = proxy.get("/").session(Some(&id)).send().await;
+        response.backend_saw("x-session-user").as_deref() == Some("alice")
+    })
+    .await;
+    assert!(alive, "the session outlived the outage");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,12 +133,21 @@ async fn contract(store: Store) {
     // Rotate: the new id has the record, the old one is gone at once.
     let b = id();
     let rotated = record(&[("user", b"alice")]);
-    store.rotate(&a, &b, &rotated, TTL).await.expect("rotate");
+    assert!(store.rotate(&a, &b, &rotated, TTL).await.expect("rotate"));
     assert_eq!(store.load(&a).await.expect("load"), None);
     assert_eq!(
         store.load(&b).await.expect("load").expect("present").record,
         rotated
     );
+
+    // Rotating a session that is gone resurrects nothing, under either id.
+    let gone = id();
+    assert!(!store
+        .rotate(&a, &gone, &rotated, TTL)
+        .await
+        .expect("rotate"));
+    assert_eq!(store.load(&a).await.expect("load"), None);
+    assert_eq!(store.load(&gone).await.expect("load"), None);
 
     // Delete.
     store.delete(&b).await.expect("delete");

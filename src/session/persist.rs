@@ -57,8 +57,11 @@ pub async fn persist(
     };
     if update.rotate {
         let new = SessionId::generate().map_err(PersistError::Random)?;
-        store.rotate(&session.id, &new, &next, ttl).await?;
-        return Ok(CookieChange::Issue(new));
+        if store.rotate(&session.id, &new, &next, ttl).await? {
+            return Ok(CookieChange::Issue(new));
+        }
+        // Gone since this request read it: as with an update, start afresh.
+        return create(store, settings, update, now).await;
     }
     let delta = Delta {
         remove: &update.remove,

@@ -54,6 +54,18 @@ pub fn take_update(
 }
 
 fn read_update(headers: &HeaderMap, prefix: &HeaderPrefix) -> Result<Update, MalformedUpdate> {
+    // Invalidate wins over everything, even over siblings we cannot parse: ending a session is
+    // the safe direction, and a sloppy logout handler must not leave its user logged in.
+    for name in headers.keys() {
+        if prefix.control_suffix(name) == Some("invalidate")
+            && flag(name.as_str(), headers.get_all(name))?
+        {
+            return Ok(Update {
+                invalidate: true,
+                ..Update::default()
+            });
+        }
+    }
     let mut update = Update::default();
     for name in headers.keys() {
         let Some(suffix) = prefix.control_suffix(name) else {
@@ -87,8 +99,6 @@ fn read_update(headers: &HeaderMap, prefix: &HeaderPrefix) -> Result<Update, Mal
             }
         } else if suffix == "rotate" {
             update.rotate = flag(header, headers.get_all(name))?;
-        } else if suffix == "invalidate" {
-            update.invalidate = flag(header, headers.get_all(name))?;
         }
     }
     Ok(update)
@@ -179,6 +189,26 @@ mod tests {
                 "{case:?}"
             );
         }
+    }
+
+    #[test]
+    fn invalidate_wins_even_over_malformed_siblings() {
+        let mut h = headers(&[
+            ("X-Session-Set-Bad_Name", "x"),
+            ("X-Session-Rotate", "maybe"),
+            ("X-Session-Invalidate", "true"),
+        ]);
+        let update = take_update(&mut h, &HeaderPrefix::default()).expect("invalidate");
+        assert_eq!(
+            update,
+            Update {
+                invalidate: true,
+                ..Update::default()
+            }
+        );
+        assert!(h.is_empty());
+        let mut h = headers(&[("X-Session-Invalidate", "perhaps")]);
+        assert!(take_update(&mut h, &HeaderPrefix::default()).is_err());
     }
 
     #[test]

@@ -131,10 +131,14 @@ impl SessionStore for MemoryStore {
         new: &SessionId,
         record: &Record,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut map = self.sessions();
+        if Self::live(&mut map, old, Instant::now()).is_none() {
+            return Ok(false);
+        }
         map.remove(old);
-        self.insert(&mut map, new, record, ttl)
+        self.insert(&mut map, new, record, ttl)?;
+        Ok(true)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {

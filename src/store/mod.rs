@@ -74,14 +74,16 @@ pub trait SessionStore: Send + Sync {
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Stores `record` under `new` and removes `old`: the old id stops working at once.
-    /// Never a `RENAME`, which cannot cross cluster slots.
+    /// `Ok(false)` when `old` no longer exists (expired, or invalidated by a concurrent
+    /// request), in which case no session is left under `new` either. Never a `RENAME`, which
+    /// cannot cross cluster slots.
     fn rotate(
         &self,
         old: &SessionId,
         new: &SessionId,
         record: &Record,
         ttl: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn delete(&self, id: &SessionId) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -172,7 +174,7 @@ impl SessionStore for Store {
         new: &SessionId,
         record: &Record,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.rotate(old, new, record, ttl))
     }
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {

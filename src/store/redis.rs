@@ -205,7 +205,7 @@ impl SessionStore for RedisStore {
         new: &SessionId,
         record: &Record,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         // The new key is written before the old one is removed, in one ordered pipeline: if
         // the pipeline breaks half-way, the client keeps a working old id (and gets a 503);
         // an orphaned new key expires by its TTL. Plain EVAL keeps this to one round trip
@@ -223,10 +223,14 @@ impl SessionStore for RedisStore {
         }
         pipe.cmd("DEL").arg(self.key(old));
         let mut conn = self.conn.clone();
-        pipe.query_async::<(i64, i64)>(&mut conn)
-            .await
-            .map_err(classify)?;
-        Ok(())
+        let (_, removed): (i64, i64) = pipe.query_async(&mut conn).await.map_err(classify)?;
+        if removed == 0 {
+            // The old session ended while this request ran (a logout in another tab): it
+            // must not live on under the new id.
+            self.delete(new).await?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
