@@ -144,9 +144,14 @@ pub enum SessionMode {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsFile {
-    /// How long a client may take to send its request head (slowloris protection).
+    /// How long a client may take to send a request head, from its first byte (slowloris).
     #[serde(default = "default_header_read", with = "humantime_serde")]
     pub header_read: Duration,
+    /// How long a connection with no request in flight stays open. Must exceed the idle
+    /// timeout of the load balancer in front (60 s on an AWS ALB), so that it, not we,
+    /// closes idle connections.
+    #[serde(default = "default_keepalive_idle", with = "humantime_serde")]
+    pub keepalive_idle: Duration,
     /// How long opening a TCP connection to one upstream may take before the next is tried.
     #[serde(default = "default_upstream_connect", with = "humantime_serde")]
     pub upstream_connect: Duration,
@@ -162,6 +167,7 @@ impl Default for TimeoutsFile {
     fn default() -> Self {
         TimeoutsFile {
             header_read: default_header_read(),
+            keepalive_idle: default_keepalive_idle(),
             upstream_connect: default_upstream_connect(),
             upstream_response: default_upstream_response(),
             shutdown_grace: default_shutdown_grace(),
@@ -199,6 +205,9 @@ fn yes() -> bool {
 }
 fn default_header_read() -> Duration {
     Duration::from_secs(10)
+}
+fn default_keepalive_idle() -> Duration {
+    Duration::from_secs(75)
 }
 fn default_upstream_connect() -> Duration {
     Duration::from_secs(2)

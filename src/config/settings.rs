@@ -65,6 +65,7 @@ pub struct RouteSettings {
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub header_read: Duration,
+    pub keepalive_idle: Duration,
     pub upstream_connect: Duration,
     pub upstream_response: Duration,
     pub shutdown_grace: Duration,
@@ -169,12 +170,14 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
 
     let timeouts = Timeouts {
         header_read: file.timeouts.header_read,
+        keepalive_idle: file.timeouts.keepalive_idle,
         upstream_connect: file.timeouts.upstream_connect,
         upstream_response: file.timeouts.upstream_response,
         shutdown_grace: file.timeouts.shutdown_grace,
     };
     for (name, value) in [
         ("header_read", timeouts.header_read),
+        ("keepalive_idle", timeouts.keepalive_idle),
         ("upstream_connect", timeouts.upstream_connect),
         ("upstream_response", timeouts.upstream_response),
     ] {

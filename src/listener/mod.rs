@@ -1,5 +1,7 @@
-//! The listener: accepts connections, serves each with hyper (HTTP/1.1 and h2c), and drains
-//! gracefully on shutdown.
+//! The listener: accepts connections, serves each with hyper (HTTP/1.1 and h2c) under the
+//! connection deadlines of `deadline`, and drains gracefully on shutdown.
+
+mod deadline;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +20,7 @@ use tracing::{info, warn};
 use crate::config::{Settings, Timeouts};
 use crate::proxy::Proxy;
 use crate::store::{Store, StoreError};
+use deadline::{Activity, Deadlines, TrackedBody, WatchedIo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -67,12 +70,13 @@ impl Server {
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
     /// finish for up to `timeouts.shutdown_grace`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        // No hyper header timeout: `deadline` keeps header-read and keep-alive idle apart.
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.timeouts.header_read);
         builder.http2().timer(TokioTimer::new());
+        let limits = Deadlines {
+            header_read: self.timeouts.header_read,
+            keepalive_idle: self.timeouts.keepalive_idle,
+        };
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
@@ -81,15 +85,23 @@ impl Server {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let proxy = self.proxy.clone();
+                        let activity = Activity::new();
+                        let busy = activity.clone();
                         let service = service_fn(move |request| {
                             let proxy = proxy.clone();
-                            async move { Ok::<_, Infallible>(proxy.handle(request, peer).await) }
+                            let in_flight = busy.request_started();
+                            async move {
+                                let response = proxy.handle(request, peer).await;
+                                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
+                            }
                         });
-                        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                        let connection = graceful.watch(connection);
+                        let io = TokioIo::new(WatchedIo::new(stream, activity.clone()));
+                        let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
                         tokio::spawn(async move {
-                            if let Err(err) = connection.await {
-                                tracing::debug!(%peer, error = %err, "connection ended with an error");
+                            match deadline::serve(connection, &activity, limits).await {
+                                Some(Err(err)) => tracing::debug!(%peer, error = %err, "connection ended with an error"),
+                                Some(Ok(())) => {}
+                                None => tracing::debug!(%peer, "connection closed: header or keep-alive deadline"),
                             }
                         });
                     }

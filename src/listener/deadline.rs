@@ -1,0 +1,247 @@
+//! Per-connection deadlines that hyper cannot tell apart.
+//!
+//! hyper's `header_read_timeout` starts as soon as it waits for a request head, so on a
+//! keep-alive connection it also ends idle time. Behind a load balancer that is wrong: the
+//! balancer keeps idle connections open (60 s on an AWS ALB) and expects its targets to keep
+//! them longer, or it sends a request into a closing socket and answers 502. So, like nginx
+//! (`client_header_timeout` / `keepalive_timeout`) and HAProxy (`timeout http-request` /
+//! `timeout http-keep-alive`), we keep two deadlines:
+//!
+//! - a request head must arrive completely within `header_read` of its first byte
+//!   (slowloris);
+//! - a connection with nothing in flight is closed after `keepalive_idle` without a byte.
+//!
+//! A connection busy with a request (including a long response body) has no deadline here;
+//! the upstream timeouts bound that.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+use crate::upstream::body::ProxyBody;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub header_read: Duration,
+    pub keepalive_idle: Duration,
+}
+
+const NEVER: u64 = u64::MAX;
+
+/// What one connection is doing, shared by its socket, its requests and its watchdog.
+#[derive(Clone)]
+pub struct Activity(Arc<State>);
+
+struct State {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// When the first byte of a not yet complete request head arrived (ms since `opened`).
+    head_started: AtomicU64,
+    /// When the last request finished (ms since `opened`).
+    idle_since: AtomicU64,
+    /// Wakes the watchdog when a head starts: its deadline is the only one that comes sooner
+    /// than the one the watchdog is sleeping towards.
+    head_began: Notify,
+}
+
+impl Activity {
+    pub fn new() -> Activity {
+        Activity(Arc::new(State {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            head_started: AtomicU64::new(NEVER),
+            idle_since: AtomicU64::new(0),
+            head_began: Notify::new(),
+        }))
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(NEVER - 1)
+    }
+
+    fn saw_bytes(&self) {
+        if self.0.in_flight.load(Ordering::Acquire) == 0 {
+            let began = self.0.head_started.compare_exchange(
+                NEVER,
+                self.now(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+            if began.is_ok() {
+                self.0.head_began.notify_one();
+            }
+        }
+    }
+
+    /// A request head is complete; the connection is busy until the guard is dropped (when
+    /// its response body has been sent, or the exchange abandoned).
+    pub fn request_started(&self) -> InFlight {
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.0.head_started.store(NEVER, Ordering::Release);
+        InFlight(self.clone())
+    }
+
+    /// When the connection must be closed (ms since it opened), if it is not busy.
+    fn deadline(&self, limits: &Deadlines) -> Option<u64> {
+        if self.0.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let head = self.0.head_started.load(Ordering::Acquire);
+        Some(if head != NEVER {
+            head.saturating_add(millis(limits.header_read))
+        } else {
+            self.0
+                .idle_since
+                .load(Ordering::Acquire)
+                .saturating_add(millis(limits.keepalive_idle))
+        })
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(NEVER - 1)
+}
+
+/// Marks its connection busy while alive.
+pub struct InFlight(Activity);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let state = &self.0 .0;
+        if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            state.idle_since.store(self.0.now(), Ordering::Release);
+        }
+    }
+}
+
+/// Drives `connection` until it ends or one of the deadlines passes; `None` when the
+/// connection was closed for a deadline.
+pub async fn serve<F: Future>(
+    connection: F,
+    activity: &Activity,
+    limits: Deadlines,
+) -> Option<F::Output> {
+    tokio::pin!(connection);
+    loop {
+        let now = activity.now();
+        let wait = match activity.deadline(&limits) {
+            Some(at) if at <= now => return None,
+            Some(at) => Duration::from_millis(at - now),
+            // Busy: look again later; a new head or idle period starts from its own event.
+            None => limits.header_read.min(limits.keepalive_idle),
+        };
+        tokio::select! {
+            output = &mut connection => return Some(output),
+            () = tokio::time::sleep(wait) => {}
+            () = activity.0.head_began.notified() => {}
+        }
+    }
+}
+
+/// The connection's socket, noting when bytes arrive.
+pub struct WatchedIo<T> {
+    inner: T,
+    activity: Activity,
+}
+
+impl<T> WatchedIo<T> {
+    pub fn new(inner: T, activity: Activity) -> WatchedIo<T> {
+        WatchedIo { inner, activity }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.saw_bytes();
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// A response body that keeps its connection marked busy until it has been sent.
+pub struct TrackedBody {
+    body: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl TrackedBody {
+    pub fn new(body: ProxyBody, in_flight: InFlight) -> TrackedBody {
+        TrackedBody {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
