@@ -164,6 +164,41 @@ EOF
 PIDS+=($!)
 wait_http "http://127.0.0.1:$NGINX_PORT/" nginx
 
+# --- nginx as a plain reverse proxy (the baseline stickless is judged against) ------------
+
+# A second nginx, in front of the first, with pooled keep-alive upstream connections and two
+# workers (stickless runs two runtime threads on this machine).
+free_port NGINX_PROXY_PORT
+mkdir -p "$TMP/nginx-proxy"
+cat >"$TMP/nginx-proxy/nginx.conf" <<EOF
+daemon off;
+worker_processes 2;
+pid $TMP/nginx-proxy/nginx.pid;
+error_log $TMP/nginx-proxy/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx-proxy/body;
+    proxy_temp_path $TMP/nginx-proxy/proxy;
+    fastcgi_temp_path $TMP/nginx-proxy/fastcgi;
+    uwsgi_temp_path $TMP/nginx-proxy/uwsgi;
+    scgi_temp_path $TMP/nginx-proxy/scgi;
+    upstream app { server 127.0.0.1:$NGINX_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGINX_PROXY_PORT;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+    }
+}
+EOF
+"$NGINX" -p "$TMP/nginx-proxy" -e "$TMP/nginx-proxy/error.log" -c "$TMP/nginx-proxy/nginx.conf" 2>"$TMP/nginx-proxy/stderr.log" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$NGINX_PROXY_PORT/" "nginx (proxy)"
+
 # --- stickless ---------------------------------------------------------------------------
 
 free_port PROXY_PORT
@@ -235,6 +270,7 @@ read -r SESSION_CALLS SESSION_DETAIL <<<"$(redis_calls)"
 run anonymous "$PROXY/"
 read -r ANON_CALLS ANON_DETAIL <<<"$(redis_calls)"
 run plain "$PROXY/plain"
+run nginxproxy "http://127.0.0.1:$NGINX_PROXY_PORT/"
 
 # --- Report ------------------------------------------------------------------------------
 
@@ -250,7 +286,10 @@ printf '%-44s %12s %10s\n' "a. direct to nginx" "${RPS[direct]}" "1.00"
 printf '%-44s %12s %10s\n' "b. stickless, with session cookie" "${RPS[session]}" "$(ratio "${RPS[session]}" "${RPS[direct]}")"
 printf '%-44s %12s %10s\n' "c. stickless, no cookie (anonymous)" "${RPS[anonymous]}" "$(ratio "${RPS[anonymous]}" "${RPS[direct]}")"
 printf '%-44s %12s %10s\n' "d. stickless, session: off route" "${RPS[plain]}" "$(ratio "${RPS[plain]}" "${RPS[direct]}")"
+printf '%-44s %12s %10s\n' "e. nginx as a plain reverse proxy" "${RPS[nginxproxy]}" "$(ratio "${RPS[nginxproxy]}" "${RPS[direct]}")"
 echo
 echo "ratio stickless/direct (with session): $(ratio "${RPS[session]}" "${RPS[direct]}")"
+echo "ratio stickless (with session) / nginx reverse proxy: $(ratio "${RPS[session]}" "${RPS[nginxproxy]}")"
+echo "ratio stickless (session: off) / nginx reverse proxy: $(ratio "${RPS[plain]}" "${RPS[nginxproxy]}")"
 echo "Redis commands per request, run b: $(per_request "$SESSION_CALLS" "${REQS[session]}") ($SESSION_CALLS calls / ${REQS[session]} requests; ${SESSION_DETAIL:-none})"
 echo "Redis commands per request, run c: $(per_request "$ANON_CALLS" "${REQS[anonymous]}") ($ANON_CALLS calls / ${REQS[anonymous]} requests${ANON_DETAIL:+; $ANON_DETAIL})"
