@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use http::header::TRAILER;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::record::Session;
@@ -81,6 +82,30 @@ impl HeaderPrefix {
         for name in doomed {
             headers.remove(&name);
         }
+        if headers.contains_key(TRAILER) {
+            self.strip_trailer_announcement(headers);
+        }
+    }
+
+    /// `Trailer` announces trailer fields by name; ours are removed from trailers, so they are
+    /// removed from the announcement too.
+    fn strip_trailer_announcement(&self, headers: &mut HeaderMap) {
+        let announced: Vec<String> = headers
+            .get_all(TRAILER)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .filter(|name| HeaderName::from_bytes(name.as_bytes()).is_ok_and(|n| !self.matches(&n)))
+            .map(str::to_owned)
+            .collect();
+        headers.remove(TRAILER);
+        if let Ok(value) = HeaderValue::from_str(&announced.join(", ")) {
+            if !announced.is_empty() {
+                headers.insert(TRAILER, value);
+            }
+        }
     }
 
     /// Adds `<prefix>Id` and one `<prefix><name>` per attribute. An attribute whose value cannot
@@ -144,6 +169,21 @@ mod tests {
         p.strip(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn trailer_announcements_lose_our_names() {
+        let p = HeaderPrefix::default();
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRAILER,
+            HeaderValue::from_static("X-Session-Set-Role, X-Checksum, x_session_id"),
+        );
+        p.strip(&mut h);
+        assert_eq!(h[TRAILER], "X-Checksum");
+        h.insert(TRAILER, HeaderValue::from_static("X-Session-Invalidate"));
+        p.strip(&mut h);
+        assert!(!h.contains_key(TRAILER));
     }
 
     #[test]
