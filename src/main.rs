@@ -34,6 +34,10 @@ enum Command {
     Check {
         #[arg(long, default_value = "proxy.yaml")]
         config: PathBuf,
+        /// Also connect to the store once (credentials, TLS, reachability); exit 1 if that
+        /// fails.
+        #[arg(long)]
+        connect: bool,
     },
     /// Run a self-contained demo: embedded store, two app instances, the proxy in front.
     Demo {
@@ -49,7 +53,7 @@ const BAD_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, connect } => check(&config, connect),
         Command::Run { config } => {
             let settings = match Settings::load(&config) {
                 Ok(settings) => settings,
@@ -76,8 +80,36 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &Path) -> ExitCode {
+fn check(path: &Path, connect: bool) -> ExitCode {
     match Settings::load(path) {
+        Ok(settings) if connect => {
+            let text = format!("{}: valid\n{}", path.display(), summary(&settings));
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+            with_runtime(async move {
+                let reached = match stickless::store::Store::open(&settings.store) {
+                    Ok(store) => store.ping().await,
+                    Err(err) => Err(err),
+                };
+                match reached {
+                    Ok(()) => {
+                        let _ = std::io::Write::write_all(
+                            &mut std::io::stdout(),
+                            b"  store: connected\n",
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(err) => {
+                        eprintln!(
+                            "stickless: {}: store {}: {}",
+                            path.display(),
+                            settings.store.url,
+                            chain(&err)
+                        );
+                        ExitCode::from(RUNTIME_FAILURE)
+                    }
+                }
+            })
+        }
         Ok(settings) => {
             // Not `println!`: it panics when stdout is closed (`stickless check | head -1`).
             let text = format!("{}: valid\n{}", path.display(), summary(&settings));
@@ -148,10 +180,17 @@ async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(RUNTIME_FAILURE);
         }
     };
-    if let Err(err) = server.store().ping().await {
+    match server.store().ping().await {
+        Ok(()) => {}
+        // Wrong credentials, missing permissions or TLS against a plain port will not fix
+        // themselves: refuse to start, loudly, rather than answer 503 forever.
+        Err(err) if err.is_misconfiguration() => {
+            error!(store = %settings.store.url, "{}", chain(&err));
+            return ExitCode::from(RUNTIME_FAILURE);
+        }
         // Not fatal: Redis may be restarting, and the store reconnects by itself. Requests
         // meanwhile follow `store.on_unavailable`.
-        warn!(store = %settings.store.url, "{}", chain(&err));
+        Err(err) => warn!(store = %settings.store.url, "{}", chain(&err)),
     }
     match server.local_addr() {
         Ok(addr) => {

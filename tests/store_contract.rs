@@ -19,6 +19,8 @@ fn settings(url: &str) -> StoreSettings {
         key_prefix: "contract".into(),
         on_unavailable: OnUnavailable::FailClosed,
         timeout: Duration::from_millis(500),
+        tls: Default::default(),
+        durability: None,
     }
 }
 

@@ -31,6 +31,27 @@ pub struct StoreFile {
     pub timeout: Duration,
     #[serde(default)]
     pub tls: Option<TlsFile>,
+    /// ACL user name; overrides the one in the URL.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Name of an environment variable holding the password (keeps it out of the YAML).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A file holding the password, e.g. a systemd credential under
+    /// `/run/credentials/stickless.service/`.
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// Wait for replicas to acknowledge the writes that end a session id (invalidate, rotate).
+    #[serde(default)]
+    pub durability: Option<DurabilityFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurabilityFile {
+    pub replicas: u32,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

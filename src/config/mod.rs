@@ -10,7 +10,8 @@ use std::path::Path;
 
 pub use file::{OnUnavailable, SameSite, SessionMode};
 pub use settings::{
-    CookieSettings, RouteSettings, SessionSettings, Settings, StoreSettings, Timeouts,
+    CookieSettings, Durability, RouteSettings, SessionSettings, Settings, StoreSettings, Timeouts,
+    TlsFiles,
 };
 
 /// One thing wrong with a configuration, located by key path (`routes[1].upstreams[0]`).

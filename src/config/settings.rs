@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use http::Uri;
 
-use super::file::{FileConfig, OnUnavailable, RouteFile, SameSite, SessionMode};
+use super::file::{FileConfig, OnUnavailable, RouteFile, SameSite, SessionMode, StoreFile};
 use super::Problem;
 use crate::session::lifetime::Lifetime;
 use crate::session::prefix::HeaderPrefix;
@@ -25,12 +25,43 @@ pub struct Settings {
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
+    /// Where the store is, with the credentials from `username`/`password_env`/
+    /// `password_file` already merged in.
     pub url: StoreUrl,
     /// Every key we write starts with `<key_prefix>:`, so one Redis can be shared and an ACL
     /// can confine us to `~<key_prefix>:*`.
     pub key_prefix: String,
     pub on_unavailable: OnUnavailable,
     /// The longest one store operation may take before it counts as unavailable.
+    pub timeout: Duration,
+    /// Certificates for `rediss://`, read at start so a missing file is a config error.
+    pub tls: TlsFiles,
+    pub durability: Option<Durability>,
+}
+
+/// PEM contents of `store.tls`. Empty: the system's trusted roots, no client certificate.
+#[derive(Clone, Default)]
+pub struct TlsFiles {
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate and key, when the server asks for one.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Key material never reaches logs.
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("ca", &self.ca.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+/// `WAIT <replicas> <timeout>` after writes that end a session id; fewer acknowledgements
+/// than asked is a failure (503), never silently accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durability {
+    pub replicas: u32,
     pub timeout: Duration,
 }
 
@@ -106,14 +137,58 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
             None
         }
     };
-    if let Some(tls) = &file.store.tls {
-        if !matches!(&url, Some(u) if u.uses_tls()) {
-            problems.add("store.tls", "is only used with rediss:// store URLs");
+    let url = url.map(|url| credentials(url, &file.store, &mut problems));
+    let tls = match &file.store.tls {
+        None => TlsFiles::default(),
+        Some(tls) => {
+            if !matches!(&url, Some(u) if u.uses_tls()) {
+                problems.add("store.tls", "is only used with rediss:// store URLs");
+            }
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                problems.add("store.tls", "cert_file and key_file go together");
+            }
+            let mut read = |key: &str, path: &Option<String>| {
+                path.as_ref().and_then(|path| match std::fs::read(path) {
+                    Ok(pem) => Some(pem),
+                    Err(err) => {
+                        problems.add(
+                            format!("store.tls.{key}"),
+                            format!("cannot read `{path}`: {err}"),
+                        );
+                        None
+                    }
+                })
+            };
+            let ca = read("ca_file", &tls.ca_file);
+            let cert = read("cert_file", &tls.cert_file);
+            let key = read("key_file", &tls.key_file);
+            TlsFiles {
+                ca,
+                client: cert.zip(key),
+            }
         }
-        if tls.cert_file.is_some() != tls.key_file.is_some() {
-            problems.add("store.tls", "cert_file and key_file go together");
+    };
+    let durability = file.store.durability.as_ref().map(|d| {
+        if d.replicas == 0 {
+            problems.add(
+                "store.durability.replicas",
+                "must be at least 1 (leave durability out to not wait)",
+            );
         }
-    }
+        if d.timeout.is_zero() {
+            problems.add(
+                "store.durability.timeout",
+                "must be greater than zero (WAIT 0 would wait forever)",
+            );
+        }
+        if matches!(&url, Some(StoreUrl::Memory { .. })) {
+            problems.add("store.durability", "has no meaning for memory://");
+        }
+        Durability {
+            replicas: d.replicas,
+            timeout: d.timeout,
+        }
+    });
     let key_prefix = file.store.key_prefix;
     if key_prefix.is_empty()
         || key_prefix
@@ -194,6 +269,8 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
                 key_prefix,
                 on_unavailable: file.store.on_unavailable,
                 timeout: file.store.timeout,
+                tls,
+                durability,
             },
             session: SessionSettings {
                 cookie: CookieSettings {
@@ -211,6 +288,66 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         }),
         _ => Err(problems.0),
     }
+}
+
+/// Merges `store.username`, `store.password_env` and `store.password_file` into the URL.
+fn credentials(url: StoreUrl, store: &StoreFile, problems: &mut Problems) -> StoreUrl {
+    let StoreUrl::Redis(mut target) = url else {
+        for (key, set) in [
+            ("username", store.username.is_some()),
+            ("password_env", store.password_env.is_some()),
+            ("password_file", store.password_file.is_some()),
+        ] {
+            if set {
+                problems.add(format!("store.{key}"), "is only used with redis store URLs");
+            }
+        }
+        return url;
+    };
+    if let Some(user) = &store.username {
+        target.username = Some(user.clone());
+    }
+    let from_env = store
+        .password_env
+        .as_ref()
+        .map(|name| match std::env::var(name) {
+            Ok(password) => Some(password),
+            Err(_) => {
+                problems.add(
+                    "store.password_env",
+                    format!("environment variable `{name}` is not set"),
+                );
+                None
+            }
+        });
+    let from_file = store
+        .password_file
+        .as_ref()
+        .map(|path| match std::fs::read_to_string(path) {
+            Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_owned()),
+            Err(err) => {
+                problems.add(
+                    "store.password_file",
+                    format!("cannot read `{path}`: {err}"),
+                );
+                None
+            }
+        });
+    let given = [
+        target.password.is_some(),
+        from_env.is_some(),
+        from_file.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        problems.add(
+            "store",
+            "the password is given more than once (URL, password_env, password_file): keep one",
+        );
+    }
+    if let Some(password) = from_env.or(from_file) {
+        target.password = password;
+    }
+    StoreUrl::Redis(target)
 }
 
 fn validate_route(path: &str, route: RouteFile, problems: &mut Problems) -> RouteSettings {

@@ -42,6 +42,16 @@ pub enum StoreError {
     Full,
     #[error("the session store is unavailable")]
     Unavailable(#[source] ::redis::RedisError),
+    #[error("only {acked} of {wanted} replicas acknowledged the write in time")]
+    NotDurable { acked: i64, wanted: u32 },
+}
+
+impl StoreError {
+    /// Whether waiting will not help: wrong credentials, missing ACL permissions, a TLS
+    /// mismatch. `stickless run` refuses to start on these.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(self, StoreError::Unavailable(err) if redis::is_misconfiguration(err))
+    }
 }
 
 /// The store contract. Each operation on one session is atomic; none may resurrect a session
@@ -87,6 +97,8 @@ pub trait SessionStore: Send + Sync {
     fn delete(&self, id: &SessionId) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+// Built once and held behind an `Arc`; the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Memory(memory::MemoryStore),
     Redis(redis::RedisStore),
@@ -123,10 +135,12 @@ impl Store {
             StoreUrl::Memory { max_sessions } => {
                 Backend::Memory(memory::MemoryStore::new(*max_sessions))
             }
-            StoreUrl::Redis { url } => Backend::Redis(redis::RedisStore::open(
-                url,
+            StoreUrl::Redis(target) => Backend::Redis(redis::RedisStore::open(
+                target,
+                &settings.tls,
                 &settings.key_prefix,
                 settings.timeout,
+                settings.durability,
             )?),
         };
         Ok(Store {
