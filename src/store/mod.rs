@@ -44,13 +44,19 @@ pub enum StoreError {
     Unavailable(#[source] ::redis::RedisError),
     #[error("only {acked} of {wanted} replicas acknowledged the write in time")]
     NotDurable { acked: i64, wanted: u32 },
+    #[error("{node} answers plain Redis, not TLS: use a redis:// URL, or the server's TLS port")]
+    PlainPort { node: String },
 }
 
 impl StoreError {
     /// Whether waiting will not help: wrong credentials, missing ACL permissions, a TLS
     /// mismatch. `stickless run` refuses to start on these.
     pub fn is_misconfiguration(&self) -> bool {
-        matches!(self, StoreError::Unavailable(err) if redis::is_misconfiguration(err))
+        match self {
+            StoreError::Unavailable(err) => redis::is_misconfiguration(err),
+            StoreError::PlainPort { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -149,9 +155,19 @@ impl Store {
         })
     }
 
-    /// Round trip to the store, for start-up checks.
+    /// Round trip to the store, for start-up checks. Allowed a few store timeouts, since
+    /// after a failed connect it may also diagnose why (TLS against a plain port).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.ping())
+        let limit = self.timeout * 4;
+        let work = async {
+            match &*self.backend {
+                Backend::Memory(s) => s.ping().await,
+                Backend::Redis(s) => s.ping().await,
+            }
+        };
+        tokio::time::timeout(limit, work)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(limit)))
     }
 
     pub fn is_embedded(&self) -> bool {

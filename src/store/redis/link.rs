@@ -265,6 +265,20 @@ pub fn is_misconfiguration(err: &RedisError) -> bool {
         )
 }
 
+/// Whether a plain (non-TLS) Redis answers at `host:port`: after a TLS handshake timed out,
+/// this tells "TLS against a plain port" (a configuration mistake) from a slow server.
+pub async fn speaks_plain_redis(host: &str, port: u16, timeout: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+        stream.write_all(b"PING\r\n").await.ok()?;
+        let mut reply = [0u8; 16];
+        let n = stream.read(&mut reply).await.ok()?;
+        Some(reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-NOAUTH"))
+    };
+    matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(true)))
+}
+
 fn node_addr(tls: bool, host: String, port: u16) -> ConnectionAddr {
     if tls {
         ConnectionAddr::TcpTls {

@@ -56,6 +56,9 @@ return 1
 
 pub struct RedisStore {
     link: Link,
+    /// For diagnosing start-up failures (TLS against a plain port).
+    target: RedisTarget,
+    timeout: Duration,
     key_prefix: String,
     durability: Option<Durability>,
     update: Script,
@@ -72,6 +75,8 @@ impl RedisStore {
     ) -> Result<RedisStore, StoreError> {
         Ok(RedisStore {
             link: Link::new(target, tls, timeout).map_err(StoreError::Unavailable)?,
+            target: target.clone(),
+            timeout,
             key_prefix: key_prefix.to_owned(),
             durability,
             update: Script::new(UPDATE),
@@ -84,13 +89,28 @@ impl RedisStore {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.link
+        let result = self
+            .link
             .run(
                 |mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await },
             )
-            .await
-            .map_err(classify)?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if err.is_timeout() && self.target.tls => {
+                // A TLS handshake with a plain Redis hangs rather than failing: ask it in
+                // plain text to tell the mistake from a slow server.
+                for (host, port) in &self.target.nodes {
+                    if link::speaks_plain_redis(host, *port, self.timeout).await {
+                        return Err(StoreError::PlainPort {
+                            node: format!("{host}:{port}"),
+                        });
+                    }
+                }
+                Err(classify(err))
+            }
+            Err(err) => Err(classify(err)),
+        }
     }
 
     fn invocation_for<'s>(
