@@ -52,6 +52,7 @@ fn the_example_proxy_yaml_is_valid() {
 #[test]
 fn check_reports_what_is_wrong_and_where() {
     let base = "store:\n  url: \"memory://\"\nroutes:\n  - match: { path_prefix: \"/\" }\n    upstreams: [\"http://127.0.0.1:9001\"]\n";
+    let redis_base = "routes:\n  - match: { path_prefix: \"/\" }\n    upstreams: [\"http://127.0.0.1:9001\"]\nstore:\n  url: \"URL\"\n";
     let cases: &[(String, &[&str])] = &[
         (format!("{base}colour: blue\n"), &["unknown field `colour`"]),
         (base.replace("url:", "uri:"), &["unknown field `uri`"]),
@@ -85,6 +86,37 @@ fn check_reports_what_is_wrong_and_where() {
             "routes: []\nstore:\n  url: \"memory://\"\n".to_string(),
             &["routes: at least one route"],
         ),
+        (
+            redis_base.replace("URL", "redis://h:6379")
+                + "  password_env: STICKLESS_TEST_UNSET_VARIABLE\n",
+            &["store.password_env", "STICKLESS_TEST_UNSET_VARIABLE"],
+        ),
+        (
+            redis_base.replace("URL", "redis://:pw@h:6379") + "  password_file: /etc/hostname\n",
+            &["more than once"],
+        ),
+        (
+            redis_base.replace("URL", "redis://h:6379") + "  tls: { ca_file: /etc/hostname }\n",
+            &["store.tls", "rediss"],
+        ),
+        (
+            redis_base.replace("URL", "rediss://h:6379")
+                + "  tls: { ca_file: /nonexistent/ca.pem }\n",
+            &["store.tls.ca_file", "/nonexistent/ca.pem"],
+        ),
+        (
+            redis_base.replace("URL", "redis://h:6379")
+                + "  durability: { replicas: 0, timeout: 100ms }\n",
+            &["store.durability.replicas"],
+        ),
+        (
+            redis_base.replace("URL", "redis+sentinel://h:26379"),
+            &["store.url", "master-name"],
+        ),
+        (
+            redis_base.replace("URL", "redis://:s3cret@h:6379/x"),
+            &["store.url", "***"],
+        ),
     ];
     for (text, expected) in cases {
         let output = check(text);
@@ -94,6 +126,7 @@ fn check_reports_what_is_wrong_and_where() {
         for needle in *expected {
             assert!(message.contains(needle), "{message} lacks {needle:?}");
         }
+        assert!(!message.contains("s3cret"), "a password leaked: {message}");
     }
     // YAML syntax errors carry line and column.
     let output = check("store:\n  url: \"memory://\"\nroutes:\n  - match: { path_prefix: \"/\"\n");
