@@ -24,6 +24,8 @@ use tokio::task::JoinHandle;
 use stickless::config::Settings;
 use stickless::listener::Server;
 
+pub mod topology;
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
