@@ -1,5 +1,6 @@
-//! One contract, every store: the same suite runs against the embedded `memory://` store and a
-//! real `redis-server`.
+//! One contract, every store: the same suite runs against the embedded `memory://` store, a
+//! real `redis-server`, and the real topologies of tests/support/topology.rs (TLS with a
+//! minimal ACL user, cluster, Sentinel).
 
 mod support;
 
@@ -7,10 +8,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use stickless::config::{OnUnavailable, StoreSettings};
+use stickless::config::{OnUnavailable, StoreSettings, TlsFiles};
 use stickless::session::id::SessionId;
 use stickless::session::record::Record;
 use stickless::store::{Delta, SessionStore, Store, StoreError, StoreUrl};
+use support::topology::{Cluster, SentinelSet, TlsRedis};
 use support::RedisServer;
 
 fn settings(url: &str) -> StoreSettings {
@@ -21,6 +23,18 @@ fn settings(url: &str) -> StoreSettings {
         timeout: Duration::from_millis(500),
         tls: Default::default(),
         durability: None,
+    }
+}
+
+/// Settings for a `rediss://` store trusting `ca`, with the key prefix the ACL allows.
+fn tls_settings(url: &str, ca: &std::path::Path) -> StoreSettings {
+    StoreSettings {
+        key_prefix: "stickless".into(),
+        tls: TlsFiles {
+            ca: Some(std::fs::read(ca).expect("read CA")),
+            client: None,
+        },
+        ..settings(url)
     }
 }
 
@@ -197,10 +211,14 @@ async fn redis_store_meets_the_contract() {
     contract(Store::open(&settings(&redis.url())).expect("open")).await;
     // Everything it wrote lives under the prefix (and has expired or been deleted by now,
     // except the session the contract left behind on purpose: none).
-    assert!(redis
-        .keys()
-        .iter()
-        .all(|k| k.starts_with("contract:session:")));
+    assert!(
+        redis
+            .keys()
+            .iter()
+            .all(|k| k.starts_with("contract:session:")),
+        "{:?}",
+        redis.keys()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,4 +267,39 @@ async fn redis_store_times_out_and_recovers() {
         .create(&a, &record(&[("user", b"alice")]), TTL)
         .await
         .expect("write after restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_acl_store_meets_the_contract() {
+    let redis = TlsRedis::start();
+    let store = Store::open(&tls_settings(&redis.url(), &redis.certs.ca)).expect("open");
+    contract(store).await;
+    assert!(redis
+        .keys("*")
+        .iter()
+        .all(|k| k.starts_with("stickless:session:")));
+    // The minimal ACL user was enough for every operation.
+    let denied = redis.acl_log();
+    assert!(denied.trim().is_empty(), "ACL LOG: {denied}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_store_meets_the_contract() {
+    let cluster = Cluster::start();
+    contract(Store::open(&settings(&cluster.url())).expect("open")).await;
+    assert!(cluster
+        .all_keys()
+        .iter()
+        .all(|k| k.starts_with("contract:session:")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_store_meets_the_contract() {
+    let set = SentinelSet::start();
+    contract(Store::open(&settings(&set.url())).expect("open")).await;
+    let keys = set.primary().cmd(&["KEYS", "*"]);
+    assert!(keys
+        .lines()
+        .filter(|k| !k.is_empty())
+        .all(|k| k.starts_with("contract:session:")));
 }
