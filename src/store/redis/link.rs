@@ -15,7 +15,8 @@
 //! later.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -73,8 +74,28 @@ enum Source {
     Cluster(ClusterClient),
 }
 
-pub struct Link {
+/// The link to Redis; cheap to share. For Sentinel it also runs a watcher task (see
+/// `watch_sentinel`) that ends when the link is dropped.
+pub struct Link(Arc<Shared>);
+
+impl Deref for Link {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// How often the sentinels are asked which server is the primary. Sentinel promotes a replica
+/// well before it demotes the old primary (seconds later, or never if it is cut off): writes
+/// to the old one in between are lost when it is demoted. Asking often keeps that window to
+/// about this long after the sentinels announce the switch.
+const SENTINEL_POLL: Duration = Duration::from_millis(250);
+
+pub struct Shared {
     source: Source,
+    timeout: Duration,
+    /// With Sentinel: the primary the current connection goes to.
+    primary: Mutex<Option<ConnectionAddr>>,
     config: AsyncConnectionConfig,
     /// The connection in use and its generation, so a failure reported late by a call on an
     /// older connection cannot drop a newer one.
@@ -158,14 +179,55 @@ impl Link {
                 Source::Cluster(builder.build()?)
             }
         };
-        Ok(Link {
+        let shared = Arc::new(Shared {
             source,
+            timeout,
+            primary: Mutex::new(None),
             config,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(0),
-        })
+        });
+        if matches!(shared.source, Source::Sentinel(_)) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(watch_sentinel(Arc::downgrade(&shared)));
+            }
+        }
+        Ok(Link(shared))
     }
+}
 
+/// Drops the connection as soon as the sentinels name another primary, so writes stop going
+/// to a demoted (or about to be demoted) server. Ends when the link is dropped.
+async fn watch_sentinel(shared: Weak<Shared>) {
+    let mut tick = tokio::time::interval(SENTINEL_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let Source::Sentinel(sentinel) = &shared.source else {
+            return;
+        };
+        let asked = tokio::time::timeout(shared.timeout, async {
+            sentinel.lock().await.async_get_client().await
+        })
+        .await;
+        if let Ok(Ok(client)) = asked {
+            let named = client.get_connection_info().addr().clone();
+            let moved = lock(&shared.primary)
+                .as_ref()
+                .is_some_and(|known| *known != named);
+            if moved {
+                tracing::info!("Sentinel names a new primary; reconnecting to it");
+                *lock(&shared.primary) = None;
+                *shared.slot() = None;
+            }
+        }
+    }
+}
+
+impl Shared {
     pub fn is_cluster(&self) -> bool {
         matches!(self.source, Source::Cluster(_))
     }
@@ -203,6 +265,7 @@ impl Link {
             ),
             Source::Sentinel(sentinel) => {
                 let client = sentinel.lock().await.async_get_client().await?;
+                *lock(&self.primary) = Some(client.get_connection_info().addr().clone());
                 Conn::Single(
                     client
                         .get_multiplexed_async_connection_with_config(&self.config)
@@ -233,12 +296,16 @@ impl Link {
         }
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(u64, Conn)>> {
-        // Only ever a clone or a swap under the lock: a poisoned lock holds no half-made state.
-        self.current
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn slot(&self) -> MutexGuard<'_, Option<(u64, Conn)>> {
+        lock(&self.current)
     }
+}
+
+/// Every lock here guards a clone or a swap: a poisoned lock holds no half-made state.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Failures after which the connection must not be used again.
@@ -247,7 +314,7 @@ fn breaks_connection(err: &RedisError) -> bool {
         || err.is_connection_dropped()
         || err.is_connection_refusal()
         || err.is_timeout()
-        || matches!(err.code(), Some("READONLY" | "LOADING" | "MASTERDOWN"))
+        || matches!(err.code(), Some("READONLY" | "LOADING" | "MASTERDOWN" | "NOREPLICAS"))
 }
 
 /// Failures that retrying will not fix: wrong credentials, missing permissions, a TLS
