@@ -42,6 +42,9 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     extra: Vec<String>,
+    /// Its own working directory: never the repository, where a stray `dump.rdb` would be
+    /// loaded into the test's server.
+    dir: std::path::PathBuf,
 }
 
 impl RedisServer {
@@ -50,33 +53,67 @@ impl RedisServer {
     }
 
     pub fn start_with(extra: &[&str]) -> RedisServer {
-        let mut server = RedisServer {
-            port: free_port(),
-            child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        server.spawn();
-        server
+        for _ in 0..5 {
+            let port = topology::server_port();
+            let dir =
+                std::env::temp_dir().join(format!("stickless-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("redis temp dir");
+            let mut server = RedisServer {
+                port,
+                child: None,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                dir,
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 ports");
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process and waits until it, and not some other process that took the port
+    /// meanwhile, answers. False if it could not have the port.
+    fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server on PATH (apt-get install redis-server)");
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.try_cmd(&["PING"]).is_ok() {
-                return;
+            if self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+            {
+                self.child = None;
+                return false;
+            }
+            if let Ok(
+                redis::Value::VerbatimString { text, .. } | redis::Value::SimpleString(text),
+            ) = self.try_cmd(&["INFO", "server"])
+            {
+                return text.contains(&format!("process_id:{pid}\r")) || self.stop_and_fail();
+            }
+            if let Ok(redis::Value::BulkString(bytes)) = self.try_cmd(&["INFO", "server"]) {
+                let text = String::from_utf8_lossy(&bytes);
+                return text.contains(&format!("process_id:{pid}\r")) || self.stop_and_fail();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("redis-server did not start on port {}", self.port);
+    }
+
+    fn stop_and_fail(&mut self) -> bool {
+        self.stop();
+        false
     }
 
     pub fn url(&self) -> String {
@@ -91,10 +128,14 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port (with an empty data set).
+    /// Starts it again on the same port (with an empty data set unless `--appendonly yes`).
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        assert!(
+            self.spawn(),
+            "redis-server could not have port {} again",
+            self.port
+        );
     }
 
     /// SIGSTOP: the server keeps its sockets and data but answers nothing.
@@ -170,6 +211,7 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
