@@ -96,15 +96,9 @@ impl RedisServer {
                 self.child = None;
                 return false;
             }
-            if let Ok(
-                redis::Value::VerbatimString { text, .. } | redis::Value::SimpleString(text),
-            ) = self.try_cmd(&["INFO", "server"])
-            {
-                return text.contains(&format!("process_id:{pid}\r")) || self.stop_and_fail();
-            }
-            if let Ok(redis::Value::BulkString(bytes)) = self.try_cmd(&["INFO", "server"]) {
-                let text = String::from_utf8_lossy(&bytes);
-                return text.contains(&format!("process_id:{pid}\r")) || self.stop_and_fail();
+            let info = self.try_cmd(&["INFO", "server"]).ok();
+            if let Some(info) = info.and_then(|v| redis::from_redis_value::<String>(v).ok()) {
+                return info.contains(&format!("process_id:{pid}\r")) || self.stop_and_fail();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
