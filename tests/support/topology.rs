@@ -592,6 +592,29 @@ impl Standalone {
     }
 }
 
+/// Starts two plain data nodes on `ports[0]` and `ports[1]`, the second a replica of the
+/// first, and waits until the replica is in sync.
+fn primary_and_replica(dir: &TempDir, names: [&str; 2], ports: &[u16]) -> (Node, Node) {
+    let primary = Node::start(
+        names[0],
+        ports[0],
+        base_args(ports[0], &dir.subdir(names[0])),
+        Admin::plain(ports[0]),
+        dir.join(&format!("{}.log", names[0])),
+    );
+    let mut args = base_args(ports[1], &dir.subdir(names[1]));
+    args.extend(owned(&["--replicaof", "127.0.0.1", &ports[0].to_string()]));
+    let replica = Node::start(
+        names[1],
+        ports[1],
+        args,
+        Admin::plain(ports[1]),
+        dir.join(&format!("{}.log", names[1])),
+    );
+    wait_replica_synced(&replica.admin, &primary.admin, Duration::from_secs(15));
+    (primary, replica)
+}
+
 /// A primary and a replica of it (plain), for durability (`WAIT`) tests.
 pub struct Replicated {
     pub primary: Node,
@@ -602,24 +625,7 @@ pub struct Replicated {
 impl Replicated {
     pub fn start() -> Replicated {
         let dir = TempDir::new("replicated");
-        let ports = free_ports(2);
-        let primary = Node::start(
-            "primary",
-            ports[0],
-            base_args(ports[0], &dir.subdir("primary")),
-            Admin::plain(ports[0]),
-            dir.join("primary.log"),
-        );
-        let mut args = base_args(ports[1], &dir.subdir("replica"));
-        args.extend(owned(&["--replicaof", "127.0.0.1", &ports[0].to_string()]));
-        let replica = Node::start(
-            "replica",
-            ports[1],
-            args,
-            Admin::plain(ports[1]),
-            dir.join("replica.log"),
-        );
-        wait_replica_synced(&replica.admin, &primary.admin, Duration::from_secs(15));
+        let (primary, replica) = primary_and_replica(&dir, ["primary", "replica"], &free_ports(2));
         // Even listed online, a replica fresh from a full sync only gets the command stream
         // (and so answers WAIT) after its first ACK, up to a second later.
         wait_for("WAIT to count the replica", Duration::from_secs(10), || {
@@ -1134,23 +1140,7 @@ impl SentinelSet {
     pub fn start() -> SentinelSet {
         let dir = TempDir::new("sentinel");
         let ports = free_ports(5);
-        let primary = Node::start(
-            "data-0",
-            ports[0],
-            base_args(ports[0], &dir.subdir("data-0")),
-            Admin::plain(ports[0]),
-            dir.join("data-0.log"),
-        );
-        let mut args = base_args(ports[1], &dir.subdir("data-1"));
-        args.extend(owned(&["--replicaof", "127.0.0.1", &ports[0].to_string()]));
-        let replica = Node::start(
-            "data-1",
-            ports[1],
-            args,
-            Admin::plain(ports[1]),
-            dir.join("data-1.log"),
-        );
-        wait_replica_synced(&replica.admin, &primary.admin, Duration::from_secs(15));
+        let (primary, replica) = primary_and_replica(&dir, ["data-0", "data-1"], &ports);
         let mut sentinels = Vec::new();
         for (i, &port) in ports[2..].iter().enumerate() {
             let sdir = dir.subdir(&format!("sentinel-{i}"));
