@@ -314,7 +314,10 @@ fn breaks_connection(err: &RedisError) -> bool {
         || err.is_connection_dropped()
         || err.is_connection_refusal()
         || err.is_timeout()
-        || matches!(err.code(), Some("READONLY" | "LOADING" | "MASTERDOWN" | "NOREPLICAS"))
+        || matches!(
+            err.code(),
+            Some("READONLY" | "LOADING" | "MASTERDOWN" | "NOREPLICAS")
+        )
 }
 
 /// Failures that retrying will not fix: wrong credentials, missing permissions, a TLS
