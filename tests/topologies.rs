@@ -688,3 +688,37 @@ async fn durability_waits_for_the_replica() {
     .await;
     assert!(ok, "logout acknowledged again after SIGCONT");
 }
+
+/// In cluster mode `WAIT` must reach the primary that took the write: it is routed with the
+/// write, by the key's slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_durability_waits_on_the_keys_primary() {
+    let cluster = Cluster::start();
+    let backend = Backend::start("a").await;
+    let proxy = Proxy::start(&yaml(
+        &cluster.url(),
+        "  durability: { replicas: 1, timeout: \"500ms\" }\n",
+        &backend,
+    ))
+    .await;
+    for i in 0..6 {
+        let id = login(&proxy, &[("user", &format!("u{i}"))]).await;
+        let rotated = proxy
+            .get("/")
+            .session(Some(&id))
+            .reply("X-Session-Rotate", "true")
+            .send()
+            .await;
+        assert_eq!(rotated.status, 200, "rotation {i}");
+        let id = rotated.issued_session().expect("rotated");
+        let logout = proxy
+            .get("/logout")
+            .session(Some(&id))
+            .reply("X-Session-Invalidate", "true")
+            .send()
+            .await;
+        assert_eq!(logout.status, 200, "logout {i}");
+        assert!(logout.clears_session());
+    }
+    assert!(cluster.all_keys().is_empty(), "{:?}", cluster.all_keys());
+}
