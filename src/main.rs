@@ -129,6 +129,21 @@ fn summary(s: &Settings) -> String {
     let mut out = String::new();
     let d = |d: Duration| humantime::format_duration(d).to_string();
     let _ = writeln!(out, "  listen: {}", s.listen);
+    let trusted: Vec<String> = s
+        .trusted_proxies
+        .ranges()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    let _ = writeln!(
+        out,
+        "  trusted_proxies: {}",
+        if trusted.is_empty() {
+            "none (X-Forwarded-* from clients are replaced)".to_owned()
+        } else {
+            trusted.join(", ")
+        }
+    );
     let _ = writeln!(
         out,
         "  store: {} (key prefix `{}:`, on_unavailable: {}, timeout {})",

@@ -23,6 +23,7 @@ use crate::session::resolve::resolve;
 use crate::session::update::{take_update, Update};
 use crate::store::{Store, StoreError};
 use crate::upstream::body::{self, full, ProxyBody, RetryableBody};
+use crate::upstream::forwarded::TrustedProxies;
 use crate::upstream::{forwarded, hop, UpstreamClient};
 
 pub struct Proxy {
@@ -31,6 +32,7 @@ pub struct Proxy {
     upstream: UpstreamClient,
     session: SessionSettings,
     on_unavailable: OnUnavailable,
+    trusted_proxies: TrustedProxies,
 }
 
 impl Proxy {
@@ -41,6 +43,7 @@ impl Proxy {
             upstream: UpstreamClient::new(&settings.timeouts),
             session: settings.session.clone(),
             on_unavailable: settings.store.on_unavailable,
+            trusted_proxies: settings.trusted_proxies.clone(),
         }
     }
 
@@ -113,7 +116,7 @@ impl Proxy {
         if let Some(session) = &session {
             self.session.prefix.inject(&mut parts.headers, session);
         }
-        forwarded::append(&mut parts.headers, peer.ip());
+        forwarded::apply(&mut parts.headers, peer.ip(), &self.trusted_proxies);
 
         // 5. Forward.
         let body = RetryableBody::new(body, self.session.prefix.clone());

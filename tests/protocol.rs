@@ -533,9 +533,10 @@ async fn proxying_headers_hop_by_hop_and_forwarded() {
     assert_eq!(response.backend_saw("x-private"), None);
     assert_eq!(response.backend_saw("keep-alive"), None);
     assert_eq!(response.backend_saw("x-custom").as_deref(), Some("kept"));
+    // The client is no trusted load balancer: its forwarding claims are replaced.
     assert_eq!(
         response.backend_saw("x-forwarded-for").as_deref(),
-        Some("203.0.113.7, 127.0.0.1")
+        Some("127.0.0.1")
     );
     assert_eq!(
         response.backend_saw("x-forwarded-proto").as_deref(),
@@ -548,6 +549,59 @@ async fn proxying_headers_hop_by_hop_and_forwarded() {
     assert_eq!(response.backend_saw("host").as_deref(), Some("app.test"));
     assert_eq!(response.header("x-backend").as_deref(), Some("kept"));
     assert_eq!(response.header("keep-alive"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_are_trusted_only_from_configured_balancers() {
+    let backend = Backend::start("a").await;
+    let claims = |request: support::RawRequest| {
+        request
+            .header("X-Forwarded-For", "203.0.113.7")
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-Host", "www.example.com")
+            .header("X-Forwarded-Port", "443")
+            .header("X-Real-IP", "203.0.113.7")
+            .header("Forwarded", "for=203.0.113.7;proto=https")
+    };
+    // The proxy's peer is 127.0.0.1: trusted in the first config, not in the second.
+    for (trusted, trust) in [
+        ("[\"127.0.0.0/8\"]", true),
+        ("[\"10.0.0.0/8\", \"::1\"]", false),
+    ] {
+        let yaml = format!(
+            "{}trusted_proxies: {trusted}\n",
+            config("memory://", &[&backend])
+        );
+        let proxy = Proxy::start(&yaml).await;
+        let response = claims(proxy.get("/")).send().await;
+        assert_eq!(response.status, 200);
+        let saw = |name: &str| response.backend_saw(name);
+        if trust {
+            assert_eq!(
+                saw("x-forwarded-for").as_deref(),
+                Some("203.0.113.7, 127.0.0.1")
+            );
+            assert_eq!(saw("x-forwarded-proto").as_deref(), Some("https"));
+            assert_eq!(saw("x-forwarded-host").as_deref(), Some("www.example.com"));
+            assert_eq!(saw("x-forwarded-port").as_deref(), Some("443"));
+        } else {
+            assert_eq!(saw("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+            assert_eq!(saw("x-forwarded-proto").as_deref(), Some("http"));
+            assert_eq!(saw("x-forwarded-host").as_deref(), Some("app.test"));
+            for gone in ["x-forwarded-port", "x-real-ip", "forwarded"] {
+                assert_eq!(saw(gone), None, "{gone}");
+            }
+        }
+    }
+    // A bad range is a config error naming its key path.
+    let bad = format!(
+        "{}trusted_proxies: [\"10.0.0.0/33\"]\n",
+        config("memory://", &[&backend])
+    );
+    let err = stickless::config::Settings::from_yaml(&bad, "t.yaml")
+        .map(|_| ())
+        .expect_err("invalid");
+    assert!(err.to_string().contains("trusted_proxies[0]"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

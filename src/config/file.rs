@@ -17,6 +17,10 @@ pub struct FileConfig {
     pub routes: Vec<RouteFile>,
     #[serde(default)]
     pub timeouts: TimeoutsFile,
+    /// Address ranges (CIDR, or single addresses) of the load balancers allowed to set
+    /// `X-Forwarded-*`; from anyone else those headers are replaced.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,7 +2,9 @@
 //! touching the network happens here, so `stickless check` and `stickless run` agree on what a
 //! valid file is, and each problem is reported with the key path it belongs to.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
@@ -13,6 +15,7 @@ use super::Problem;
 use crate::session::lifetime::Lifetime;
 use crate::session::prefix::HeaderPrefix;
 use crate::store::url::StoreUrl;
+use crate::upstream::forwarded::TrustedProxies;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -21,6 +24,7 @@ pub struct Settings {
     pub session: SessionSettings,
     pub routes: Vec<RouteSettings>,
     pub timeouts: Timeouts,
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Debug, Clone)]
@@ -261,6 +265,26 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         }
     }
 
+    let trusted_proxies = TrustedProxies::new(
+        file.trusted_proxies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, raw)| {
+                let parsed = raw
+                    .parse::<IpNet>()
+                    .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from));
+                parsed
+                    .map_err(|_| {
+                        problems.add(
+                            format!("trusted_proxies[{i}]"),
+                            format!("`{raw}` is not an address or CIDR range"),
+                        )
+                    })
+                    .ok()
+            })
+            .collect(),
+    );
+
     match (problems.0.is_empty(), url) {
         (true, Some(url)) => Ok(Settings {
             listen,
@@ -285,6 +309,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
             },
             routes,
             timeouts,
+            trusted_proxies,
         }),
         _ => Err(problems.0),
     }
