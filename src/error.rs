@@ -25,6 +25,8 @@ pub enum ProxyError {
     NoRoute,
     #[error("the request path has dot segments")]
     UnsafePath,
+    #[error("the request body is larger than the route allows")]
+    BodyTooLarge,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error("the backend sent a session update that cannot be applied")]
@@ -52,7 +54,9 @@ const STORE_RETRY_AFTER: HeaderValue = HeaderValue::from_static("2");
 impl ProxyError {
     pub fn origin(&self) -> Origin {
         match self {
-            ProxyError::NoRoute | ProxyError::UnsafePath => Origin::Client,
+            ProxyError::NoRoute | ProxyError::UnsafePath | ProxyError::BodyTooLarge => {
+                Origin::Client
+            }
             ProxyError::Upstream(_) | ProxyError::BadUpdate(_) => Origin::Upstream,
             ProxyError::Store(_) => Origin::Store,
             ProxyError::Internal(_) => Origin::Internal,
@@ -64,6 +68,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::UnsafePath => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) | ProxyError::BadUpdate(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -105,6 +110,7 @@ mod tests {
         let cases = [
             (ProxyError::NoRoute, 404, Origin::Client),
             (ProxyError::UnsafePath, 400, Origin::Client),
+            (ProxyError::BodyTooLarge, 413, Origin::Client),
             (
                 ProxyError::Upstream(UpstreamError::Unreachable(None)),
                 502,

@@ -87,6 +87,14 @@ impl Proxy {
             return Err(ProxyError::UnsafePath);
         }
         let route = self.router.route(&request).ok_or(ProxyError::NoRoute)?;
+        if let Some(limit) = route.max_body_bytes {
+            // Refused before anything is read or forwarded when the length is announced.
+            let announced = request.headers().get(http::header::CONTENT_LENGTH);
+            let length = announced.and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if length.is_some_and(|length| length > limit) {
+                return Err(ProxyError::BodyTooLarge);
+            }
+        }
         let (mut parts, body) = request.into_parts();
         if !parts.headers.contains_key(HOST) {
             // HTTP/2 carries the host in `:authority`; HTTP/1.1 backends need `Host`.
@@ -119,8 +127,13 @@ impl Proxy {
         forwarded::apply(&mut parts.headers, peer.ip(), &self.trusted_proxies);
 
         // 5. Forward.
-        let body = RetryableBody::new(body, self.session.prefix.clone());
-        let response = self.upstream.forward(&route.upstreams, parts, body).await?;
+        let body = RetryableBody::new(body, self.session.prefix.clone(), route.max_body_bytes);
+        let watch = body.attempt();
+        let response = match self.upstream.forward(&route.upstreams, parts, body).await {
+            Ok(response) => response,
+            Err(_) if watch.exceeded() => return Err(ProxyError::BodyTooLarge),
+            Err(err) => return Err(err.into()),
+        };
 
         // 6. Apply updates: read the backend's control headers and remove them.
         let (mut head, body) = response.into_parts();

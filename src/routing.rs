@@ -13,6 +13,7 @@ pub struct Route {
     pub upstreams: UpstreamSet,
     pub session: SessionMode,
     pub login_url: Option<String>,
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -31,6 +32,7 @@ impl Router {
                     upstreams: UpstreamSet::new(r.upstreams.clone()),
                     session: r.session,
                     login_url: r.login_url.clone(),
+                    max_body_bytes: r.max_body_bytes,
                 })
                 .collect(),
         }
@@ -97,6 +99,7 @@ mod tests {
             upstreams: vec![Authority::from_static(up)],
             session: SessionMode::On,
             login_url: None,
+            max_body_bytes: None,
         };
         Router::new(&[
             route(Some("admin.example.com"), "/", "a:1"),

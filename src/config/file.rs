@@ -21,6 +21,45 @@ pub struct FileConfig {
     /// `X-Forwarded-*`; from anyone else those headers are replaced.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+/// Limits with defined answers, so a hostile or broken client costs a bounded amount.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Most header lines in a request head; more gets 431.
+    #[serde(default = "default_max_request_headers")]
+    pub max_request_headers: usize,
+    /// Most bytes of a request head (request line and headers); more gets 431.
+    #[serde(default = "default_max_request_head_bytes")]
+    pub max_request_head_bytes: usize,
+    /// Most client connections served at once; further ones wait in the listen backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for LimitsFile {
+    fn default() -> Self {
+        LimitsFile {
+            max_request_headers: default_max_request_headers(),
+            max_request_head_bytes: default_max_request_head_bytes(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_max_request_headers() -> usize {
+    100
+}
+/// nginx's default `large_client_header_buffers` allows 4 × 8 KiB; 32 KiB covers that.
+fn default_max_request_head_bytes() -> usize {
+    32 * 1024
+}
+/// Well under the unit file's `LimitNOFILE=65536`, leaving room for upstream connections.
+fn default_max_connections() -> usize {
+    10_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +185,9 @@ pub struct RouteFile {
     pub session: SessionMode,
     #[serde(default)]
     pub login_url: Option<String>,
+    /// Most bytes a request body may have on this route; more gets 413.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

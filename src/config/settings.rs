@@ -25,6 +25,14 @@ pub struct Settings {
     pub routes: Vec<RouteSettings>,
     pub timeouts: Timeouts,
     pub trusted_proxies: TrustedProxies,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_request_headers: usize,
+    pub max_request_head_bytes: usize,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +103,7 @@ pub struct RouteSettings {
     pub upstreams: Vec<Authority>,
     pub session: SessionMode,
     pub login_url: Option<String>,
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -285,6 +294,22 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
             .collect(),
     );
 
+    let limits = Limits {
+        max_request_headers: file.limits.max_request_headers,
+        max_request_head_bytes: file.limits.max_request_head_bytes,
+        max_connections: file.limits.max_connections,
+    };
+    if limits.max_request_headers == 0 {
+        problems.add("limits.max_request_headers", "must be greater than zero");
+    }
+    if limits.max_request_head_bytes < 8192 {
+        // hyper's read buffer cannot be smaller.
+        problems.add("limits.max_request_head_bytes", "must be at least 8192");
+    }
+    if limits.max_connections == 0 {
+        problems.add("limits.max_connections", "must be greater than zero");
+    }
+
     match (problems.0.is_empty(), url) {
         (true, Some(url)) => Ok(Settings {
             listen,
@@ -310,6 +335,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
             routes,
             timeouts,
             trusted_proxies,
+            limits,
         }),
         _ => Err(problems.0),
     }
@@ -433,6 +459,7 @@ fn validate_route(path: &str, route: RouteFile, problems: &mut Problems) -> Rout
         upstreams,
         session: route.session,
         login_url: route.login_url,
+        max_body_bytes: route.max_body_bytes,
     }
 }
 

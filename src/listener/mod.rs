@@ -15,9 +15,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use crate::config::{Settings, Timeouts};
+use crate::config::{Limits, Settings, Timeouts};
 use crate::proxy::Proxy;
 use crate::store::{Store, StoreError};
 use deadline::{Activity, Deadlines, TrackedBody, WatchedIo};
@@ -39,6 +40,7 @@ pub struct Server {
     listener: TcpListener,
     proxy: Arc<Proxy>,
     timeouts: Timeouts,
+    limits: Limits,
 }
 
 impl Server {
@@ -56,6 +58,7 @@ impl Server {
             listener,
             proxy: Arc::new(Proxy::new(settings, store)),
             timeouts: settings.timeouts,
+            limits: settings.limits,
         })
     }
 
@@ -72,7 +75,20 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         // No hyper header timeout: `deadline` keeps header-read and keep-alive idle apart.
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http2().timer(TokioTimer::new());
+        // Heads past these limits get 431 from hyper before any of our code runs.
+        builder
+            .http1()
+            .max_headers(self.limits.max_request_headers)
+            .max_buf_size(self.limits.max_request_head_bytes);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(
+                u32::try_from(self.limits.max_request_head_bytes).unwrap_or(u32::MAX),
+            );
+        // At the cap, the next connection waits in the kernel's listen backlog until one
+        // ends: the process stays within its file descriptors and memory.
+        let slots = Arc::new(Semaphore::new(self.limits.max_connections));
         let limits = Deadlines {
             header_read: self.timeouts.header_read,
             keepalive_idle: self.timeouts.keepalive_idle,
@@ -80,6 +96,13 @@ impl Server {
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
@@ -98,6 +121,7 @@ impl Server {
                         let io = TokioIo::new(WatchedIo::new(stream, activity.clone()));
                         let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
                         tokio::spawn(async move {
+                            let _slot = slot;
                             match deadline::serve(connection, &activity, limits).await {
                                 Some(Err(err)) => tracing::debug!(%peer, error = %err, "connection ended with an error"),
                                 Some(Ok(())) => {}

@@ -45,20 +45,36 @@ pub struct RetryableBody {
     prefix: HeaderPrefix,
 }
 
+/// The request body grew past the route's `max_body_bytes`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than the route allows")]
+pub struct BodyTooLarge;
+
 struct State {
     body: Option<Incoming>,
     started: bool,
+    /// Bytes still allowed, when the route has a limit.
+    allowance: Option<u64>,
+    exceeded: bool,
 }
 
 impl RetryableBody {
-    pub fn new(body: Incoming, prefix: HeaderPrefix) -> RetryableBody {
+    /// `limit`: the most bytes the body may have (the route's `max_body_bytes`).
+    pub fn new(body: Incoming, prefix: HeaderPrefix, limit: Option<u64>) -> RetryableBody {
         RetryableBody {
             state: Arc::new(Mutex::new(State {
                 body: Some(body),
                 started: false,
+                allowance: limit,
+                exceeded: false,
             })),
             prefix,
         }
+    }
+
+    /// True once the body went past its limit: the failure is the client's (413).
+    pub fn exceeded(&self) -> bool {
+        self.state().exceeded
     }
 
     /// A handle for one attempt.
@@ -85,24 +101,37 @@ impl RetryableBody {
 
 impl Body for RetryableBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let mut state = this.state();
         state.started = true;
         let Some(body) = state.body.as_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                Poll::Ready(Some(Ok(strip_trailers(frame, &this.prefix))))
+        let frame = match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let (Some(data), Some(allowance)) = (frame.data_ref(), state.allowance) {
+            let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+            match allowance.checked_sub(len) {
+                Some(left) => state.allowance = Some(left),
+                None => {
+                    // Stop here: the upstream request is abandoned and the client gets 413.
+                    state.exceeded = true;
+                    state.body = None;
+                    return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                }
             }
-            other => other,
         }
+        Poll::Ready(Some(Ok(strip_trailers(frame, &this.prefix))))
     }
 
     fn is_end_stream(&self) -> bool {

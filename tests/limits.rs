@@ -1,0 +1,159 @@
+//! Limits with defined answers: oversized request heads (431), oversized bodies (413), and a
+//! cap on concurrent connections that makes the excess wait while the process stays healthy.
+
+mod support;
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use support::{config, Backend, Proxy, RawResponse};
+
+async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Option<u16> {
+    stream.write_all(request).await.ok()?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let response = RawResponse::parse(&raw);
+            let length: usize = response
+                .header("content-length")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            if raw.len() >= end + 4 + length {
+                return Some(response.status);
+            }
+        }
+    }
+    (!raw.is_empty()).then(|| RawResponse::parse(&raw).status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_get_431_and_the_proxy_stays_healthy() {
+    let backend = Backend::start("a").await;
+    let yaml = format!(
+        "{}limits:\n  max_request_headers: 50\n  max_request_head_bytes: 16384\n",
+        config("memory://", &[&backend])
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let before = backend.seen().len();
+
+    let mut many = proxy.get("/");
+    for i in 0..80 {
+        many = many.header(&format!("X-Filler-{i}"), "1");
+    }
+    assert_eq!(many.send().await.status, 431);
+
+    let big = "a".repeat(20_000);
+    assert_eq!(
+        proxy.get("/").header("X-Big", &big).send().await.status,
+        431
+    );
+    let big_cookie = format!("SESSION={}", "b".repeat(20_000));
+    assert_eq!(
+        proxy
+            .get("/")
+            .header("Cookie", &big_cookie)
+            .send()
+            .await
+            .status,
+        431
+    );
+
+    assert_eq!(
+        backend.seen().len(),
+        before,
+        "nothing oversized reached the backend"
+    );
+    assert_eq!(
+        proxy.get("/").header("X-Normal", "1").send().await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_body_limit_answers_413() {
+    let backend = Backend::start("a").await;
+    let yaml = format!(
+        "store:\n  url: \"memory://\"\nroutes:\n  - match: {{ path_prefix: \"/upload\" }}\n    upstreams: [\"{b}\"]\n    max_body_bytes: 1000\n  - match: {{ path_prefix: \"/\" }}\n    upstreams: [\"{b}\"]\n",
+        b = backend.url()
+    );
+    let proxy = Proxy::start(&yaml).await;
+
+    // Announced with Content-Length: refused before anything is forwarded.
+    let before = backend.seen().len();
+    let response = proxy
+        .request("POST", "/upload")
+        .body(&[b'x'; 1001])
+        .send()
+        .await;
+    assert_eq!(response.status, 413);
+    assert_eq!(backend.seen().len(), before);
+
+    // At the limit, and on another route, bodies pass.
+    assert_eq!(
+        proxy
+            .request("POST", "/upload")
+            .body(&[b'x'; 1000])
+            .send()
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        proxy
+            .request("POST", "/other")
+            .body(&[b'x'; 5000])
+            .send()
+            .await
+            .status,
+        200
+    );
+
+    // Chunked, with no length announced: cut off once past the limit.
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut request = b"POST /upload HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        request.extend_from_slice(b"200\r\n");
+        request.extend_from_slice(&[b'y'; 0x200]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    assert_eq!(exchange(&mut stream, &request).await, Some(413));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_their_turn() {
+    let backend = Backend::start("a").await;
+    let yaml = format!(
+        "{}limits:\n  max_connections: 2\n",
+        config("memory://", &[&backend])
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let request = b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n";
+
+    let mut first = TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut second = TcpStream::connect(proxy.addr).await.expect("connect");
+    assert_eq!(exchange(&mut first, request).await, Some(200));
+    assert_eq!(exchange(&mut second, request).await, Some(200));
+
+    // Both slots are held by idle keep-alive connections: a third waits.
+    let mut third = TcpStream::connect(proxy.addr)
+        .await
+        .expect("the kernel accepts it");
+    let waiting =
+        tokio::time::timeout(Duration::from_millis(700), exchange(&mut third, request)).await;
+    assert!(waiting.is_err(), "served past the cap: {waiting:?}");
+
+    // One leaves; the waiting one is served.
+    drop(first);
+    let served = tokio::time::timeout(Duration::from_secs(5), exchange(&mut third, b"")).await;
+    assert_eq!(served.ok().flatten(), Some(200));
+    assert_eq!(exchange(&mut second, request).await, Some(200));
+}
