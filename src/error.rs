@@ -27,6 +27,8 @@ pub enum ProxyError {
     UnsafePath,
     #[error("the request body is larger than the route allows")]
     BodyTooLarge,
+    #[error("the backend's response is framed by both Content-Length and Transfer-Encoding")]
+    AmbiguousResponse,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error("the backend sent a session update that cannot be applied")]
@@ -57,6 +59,7 @@ impl ProxyError {
             ProxyError::NoRoute | ProxyError::UnsafePath | ProxyError::BodyTooLarge => {
                 Origin::Client
             }
+            ProxyError::AmbiguousResponse => Origin::Upstream,
             ProxyError::Upstream(_) | ProxyError::BadUpdate(_) => Origin::Upstream,
             ProxyError::Store(_) => Origin::Store,
             ProxyError::Internal(_) => Origin::Internal,
@@ -69,6 +72,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::UnsafePath => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::AmbiguousResponse => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) | ProxyError::BadUpdate(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -111,6 +115,7 @@ mod tests {
             (ProxyError::NoRoute, 404, Origin::Client),
             (ProxyError::UnsafePath, 400, Origin::Client),
             (ProxyError::BodyTooLarge, 413, Origin::Client),
+            (ProxyError::AmbiguousResponse, 502, Origin::Upstream),
             (
                 ProxyError::Upstream(UpstreamError::Unreachable(None)),
                 502,

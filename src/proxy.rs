@@ -137,6 +137,9 @@ impl Proxy {
 
         // 6. Apply updates: read the backend's control headers and remove them.
         let (mut head, body) = response.into_parts();
+        if has_both_framings(&head.headers) {
+            return Err(ProxyError::AmbiguousResponse);
+        }
         hop::strip(&mut head.headers);
         cookie::drop_backend_session_cookie(&mut head.headers, &self.session.cookie.name);
         let update = match route.session {
@@ -192,6 +195,17 @@ impl Proxy {
             Err(err) => Err(ProxyError::Store(err)),
         }
     }
+}
+
+/// A response framed by both `Content-Length` and `Transfer-Encoding`. RFC 9112 §6.1 lets a
+/// recipient go by `Transfer-Encoding` alone, but then we may disagree with the backend about
+/// where the response ends, and so about what the next one on that connection is: refused
+/// (502) instead. (Requests need no check here: hyper drops the `Content-Length`, reads the
+/// body as chunked and closes the connection after answering, so nothing that follows on it
+/// is ever read.)
+fn has_both_framings(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::CONTENT_LENGTH)
+        && headers.contains_key(http::header::TRANSFER_ENCODING)
 }
 
 /// `session: required` without a live session: a redirect to the login page when the route
