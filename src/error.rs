@@ -27,6 +27,8 @@ pub enum ProxyError {
     UnsafePath,
     #[error("the request body is larger than the route allows")]
     BodyTooLarge,
+    #[error("the client stopped sending its request body")]
+    BodyIdle,
     #[error("the backend's response is framed by both Content-Length and Transfer-Encoding")]
     AmbiguousResponse,
     #[error(transparent)]
@@ -56,11 +58,13 @@ const STORE_RETRY_AFTER: HeaderValue = HeaderValue::from_static("2");
 impl ProxyError {
     pub fn origin(&self) -> Origin {
         match self {
-            ProxyError::NoRoute | ProxyError::UnsafePath | ProxyError::BodyTooLarge => {
-                Origin::Client
+            ProxyError::NoRoute
+            | ProxyError::UnsafePath
+            | ProxyError::BodyTooLarge
+            | ProxyError::BodyIdle => Origin::Client,
+            ProxyError::Upstream(_) | ProxyError::BadUpdate(_) | ProxyError::AmbiguousResponse => {
+                Origin::Upstream
             }
-            ProxyError::AmbiguousResponse => Origin::Upstream,
-            ProxyError::Upstream(_) | ProxyError::BadUpdate(_) => Origin::Upstream,
             ProxyError::Store(_) => Origin::Store,
             ProxyError::Internal(_) => Origin::Internal,
         }
@@ -72,6 +76,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::UnsafePath => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyIdle => StatusCode::REQUEST_TIMEOUT,
             ProxyError::AmbiguousResponse => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) | ProxyError::BadUpdate(_) => StatusCode::BAD_GATEWAY,
@@ -115,6 +120,7 @@ mod tests {
             (ProxyError::NoRoute, 404, Origin::Client),
             (ProxyError::UnsafePath, 400, Origin::Client),
             (ProxyError::BodyTooLarge, 413, Origin::Client),
+            (ProxyError::BodyIdle, 408, Origin::Client),
             (ProxyError::AmbiguousResponse, 502, Origin::Upstream),
             (
                 ProxyError::Upstream(UpstreamError::Unreachable(None)),

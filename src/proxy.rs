@@ -6,7 +6,7 @@
 //! in one place (`ProxyError::to_response`).
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{CACHE_CONTROL, HOST, LOCATION, SET_COOKIE};
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -22,7 +22,7 @@ use crate::session::record::Session;
 use crate::session::resolve::resolve;
 use crate::session::update::{take_update, Update};
 use crate::store::{Store, StoreError};
-use crate::upstream::body::{self, full, ProxyBody, RetryableBody};
+use crate::upstream::body::{self, full, ProxyBody, Refusal, RetryableBody};
 use crate::upstream::forwarded::TrustedProxies;
 use crate::upstream::{forwarded, hop, UpstreamClient};
 
@@ -33,6 +33,8 @@ pub struct Proxy {
     session: SessionSettings,
     on_unavailable: OnUnavailable,
     trusted_proxies: TrustedProxies,
+    /// `timeouts.body_idle`: how long a client may pause while sending a body.
+    body_idle: Duration,
 }
 
 impl Proxy {
@@ -44,6 +46,7 @@ impl Proxy {
             session: settings.session.clone(),
             on_unavailable: settings.store.on_unavailable,
             trusted_proxies: settings.trusted_proxies.clone(),
+            body_idle: settings.timeouts.body_idle,
         }
     }
 
@@ -127,12 +130,22 @@ impl Proxy {
         forwarded::apply(&mut parts.headers, peer.ip(), &self.trusted_proxies);
 
         // 5. Forward.
-        let body = RetryableBody::new(body, self.session.prefix.clone(), route.max_body_bytes);
+        let body = RetryableBody::new(
+            body,
+            self.session.prefix.clone(),
+            route.max_body_bytes,
+            self.body_idle,
+        );
         let watch = body.attempt();
         let response = match self.upstream.forward(&route.upstreams, parts, body).await {
             Ok(response) => response,
-            Err(_) if watch.exceeded() => return Err(ProxyError::BodyTooLarge),
-            Err(err) => return Err(err.into()),
+            Err(err) => {
+                return Err(match watch.refusal() {
+                    Some(Refusal::TooLarge) => ProxyError::BodyTooLarge,
+                    Some(Refusal::Idle) => ProxyError::BodyIdle,
+                    None => err.into(),
+                })
+            }
         };
 
         // 6. Apply updates: read the backend's control headers and remove them.

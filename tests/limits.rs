@@ -157,3 +157,37 @@ async fn connections_past_the_cap_wait_their_turn() {
     assert_eq!(served.ok().flatten(), Some(200));
     assert_eq!(exchange(&mut second, request).await, Some(200));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_its_body_gets_408_while_others_are_served() {
+    let backend = Backend::start("a").await;
+    let yaml = format!(
+        "{}timeouts:\n  body_idle: 400ms\n",
+        config("memory://", &[&backend])
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let mut slow = TcpStream::connect(proxy.addr).await.expect("connect");
+    slow.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\nonly ten b",
+    )
+    .await
+    .expect("write");
+    // Meanwhile another client is served.
+    assert_eq!(proxy.get("/").send().await.status, 200);
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(5), exchange(&mut slow, b"")).await;
+    assert_eq!(answer.ok().flatten(), Some(408));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // A client that pauses less than the limit between chunks is fine.
+    let mut steady = TcpStream::connect(proxy.addr).await.expect("connect");
+    steady
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 6\r\n\r\nabc")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(exchange(&mut steady, b"def").await, Some(200));
+}

@@ -219,6 +219,9 @@ pub struct TimeoutsFile {
     /// closes idle connections.
     #[serde(default = "default_keepalive_idle", with = "humantime_serde")]
     pub keepalive_idle: Duration,
+    /// How long a client may pause while sending a request body (slow POST); then 408.
+    #[serde(default = "default_body_idle", with = "humantime_serde")]
+    pub body_idle: Duration,
     /// How long opening a TCP connection to one upstream may take before the next is tried.
     #[serde(default = "default_upstream_connect", with = "humantime_serde")]
     pub upstream_connect: Duration,
@@ -235,6 +238,7 @@ impl Default for TimeoutsFile {
         TimeoutsFile {
             header_read: default_header_read(),
             keepalive_idle: default_keepalive_idle(),
+            body_idle: default_body_idle(),
             upstream_connect: default_upstream_connect(),
             upstream_response: default_upstream_response(),
             shutdown_grace: default_shutdown_grace(),
@@ -275,6 +279,9 @@ fn default_header_read() -> Duration {
 }
 fn default_keepalive_idle() -> Duration {
     Duration::from_secs(75)
+}
+fn default_body_idle() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_upstream_connect() -> Duration {
     Duration::from_secs(2)

@@ -110,6 +110,7 @@ pub struct RouteSettings {
 pub struct Timeouts {
     pub header_read: Duration,
     pub keepalive_idle: Duration,
+    pub body_idle: Duration,
     pub upstream_connect: Duration,
     pub upstream_response: Duration,
     pub shutdown_grace: Duration,
@@ -259,6 +260,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
     let timeouts = Timeouts {
         header_read: file.timeouts.header_read,
         keepalive_idle: file.timeouts.keepalive_idle,
+        body_idle: file.timeouts.body_idle,
         upstream_connect: file.timeouts.upstream_connect,
         upstream_response: file.timeouts.upstream_response,
         shutdown_grace: file.timeouts.shutdown_grace,
@@ -266,6 +268,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
     for (name, value) in [
         ("header_read", timeouts.header_read),
         ("keepalive_idle", timeouts.keepalive_idle),
+        ("body_idle", timeouts.body_idle),
         ("upstream_connect", timeouts.upstream_connect),
         ("upstream_response", timeouts.upstream_response),
     ] {

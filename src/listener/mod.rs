@@ -80,9 +80,15 @@ impl Server {
             .http1()
             .max_headers(self.limits.max_request_headers)
             .max_buf_size(self.limits.max_request_head_bytes);
+        // HTTP/2 abuse: streams reset by the client before we accept them (CVE-2023-44487,
+        // "rapid reset") and streams we had to reset are capped; past that the connection is
+        // closed. hyper's defaults, made explicit so they are part of our contract.
         builder
             .http2()
             .timer(TokioTimer::new())
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(1024)
+            .max_concurrent_streams(250)
             .max_header_list_size(
                 u32::try_from(self.limits.max_request_head_bytes).unwrap_or(u32::MAX),
             );

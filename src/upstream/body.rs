@@ -1,14 +1,17 @@
 //! Bodies streamed through the proxy, never buffered whole.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
 use crate::session::prefix::HeaderPrefix;
 
@@ -45,36 +48,53 @@ pub struct RetryableBody {
     prefix: HeaderPrefix,
 }
 
-/// The request body grew past the route's `max_body_bytes`.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body is larger than the route allows")]
-pub struct BodyTooLarge;
+/// Why the proxy stopped reading a client's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Past the route's `max_body_bytes` (413).
+    #[error("the request body is larger than the route allows")]
+    TooLarge,
+    /// No byte for `timeouts.body_idle` (408): a slow-POST client holds nothing longer.
+    #[error("the client sent no body bytes for too long")]
+    Idle,
+}
 
 struct State {
     body: Option<Incoming>,
     started: bool,
     /// Bytes still allowed, when the route has a limit.
     allowance: Option<u64>,
-    exceeded: bool,
+    idle_limit: Duration,
+    /// Running while the client keeps us waiting for the next frame.
+    stall: Option<Pin<Box<Sleep>>>,
+    refused: Option<Refusal>,
 }
 
 impl RetryableBody {
-    /// `limit`: the most bytes the body may have (the route's `max_body_bytes`).
-    pub fn new(body: Incoming, prefix: HeaderPrefix, limit: Option<u64>) -> RetryableBody {
+    /// `limit`: the most bytes the body may have (the route's `max_body_bytes`); `idle`: the
+    /// longest the client may keep us waiting for the next bytes.
+    pub fn new(
+        body: Incoming,
+        prefix: HeaderPrefix,
+        limit: Option<u64>,
+        idle: Duration,
+    ) -> RetryableBody {
         RetryableBody {
             state: Arc::new(Mutex::new(State {
                 body: Some(body),
                 started: false,
                 allowance: limit,
-                exceeded: false,
+                idle_limit: idle,
+                stall: None,
+                refused: None,
             })),
             prefix,
         }
     }
 
-    /// True once the body went past its limit: the failure is the client's (413).
-    pub fn exceeded(&self) -> bool {
-        self.state().exceeded
+    /// Set once the proxy stopped reading the body: the failure is the client's.
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.state().refused
     }
 
     /// A handle for one attempt.
@@ -114,10 +134,24 @@ impl Body for RetryableBody {
             return Poll::Ready(None);
         };
         let frame = match Pin::new(body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Ok(frame))) => {
+                state.stall = None;
+                frame
+            }
             Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err.into()))),
             Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                let idle = state.idle_limit;
+                let stall = state
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                state.refused = Some(Refusal::Idle);
+                state.body = None;
+                return Poll::Ready(Some(Err(Box::new(Refusal::Idle))));
+            }
         };
         if let (Some(data), Some(allowance)) = (frame.data_ref(), state.allowance) {
             let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
@@ -125,9 +159,9 @@ impl Body for RetryableBody {
                 Some(left) => state.allowance = Some(left),
                 None => {
                     // Stop here: the upstream request is abandoned and the client gets 413.
-                    state.exceeded = true;
+                    state.refused = Some(Refusal::TooLarge);
                     state.body = None;
-                    return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    return Poll::Ready(Some(Err(Box::new(Refusal::TooLarge))));
                 }
             }
         }
