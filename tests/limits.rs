@@ -5,33 +5,15 @@ mod support;
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use support::{config, Backend, Proxy, RawResponse};
+use support::{config, Backend, Proxy};
 
+/// Sends `request` (possibly empty) on a kept-alive connection and reads one response.
 async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Option<u16> {
     stream.write_all(request).await.ok()?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = stream.read(&mut buf).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        raw.extend_from_slice(&buf[..n]);
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let response = RawResponse::parse(&raw);
-            let length: usize = response
-                .header("content-length")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(0);
-            if raw.len() >= end + 4 + length {
-                return Some(response.status);
-            }
-        }
-    }
-    (!raw.is_empty()).then(|| RawResponse::parse(&raw).status)
+    support::read_response(stream).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -327,27 +327,6 @@ async fn slow_clients_are_cut_off_at_the_header_deadline_while_others_are_served
     );
 }
 
-/// Reads one response with a `content-length` body from a kept-alive connection.
-async fn read_one(stream: &mut tokio::net::TcpStream) -> Option<u16> {
-    use tokio::io::AsyncReadExt;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut buf).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        raw.extend_from_slice(&buf[..n]);
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let response = support::RawResponse::parse(&raw);
-            let length: usize = response.header("content-length")?.parse().ok()?;
-            if raw.len() >= end + 4 + length {
-                return Some(response.status);
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_idle_is_not_the_header_deadline() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -362,17 +341,17 @@ async fn keep_alive_idle_is_not_the_header_deadline() {
         .await
         .expect("connect");
     stream.write_all(request).await.expect("write");
-    assert_eq!(read_one(&mut stream).await, Some(200));
+    assert_eq!(support::read_response(&mut stream).await, Some(200));
     // Idle for longer than the header deadline: still open, and serves the next request.
     tokio::time::sleep(Duration::from_millis(900)).await;
     stream.write_all(request).await.expect("write");
-    assert_eq!(read_one(&mut stream).await, Some(200));
+    assert_eq!(support::read_response(&mut stream).await, Some(200));
     // A slow response keeps the connection busy, past both deadlines.
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Reply-Delay-Ms: 2000\r\n\r\n")
         .await
         .expect("write");
-    assert_eq!(read_one(&mut stream).await, Some(200));
+    assert_eq!(support::read_response(&mut stream).await, Some(200));
     // Idle past keepalive_idle: closed by the proxy.
     let started = Instant::now();
     let mut rest = Vec::new();

@@ -608,6 +608,31 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Reads one response from a connection that stays open (keep-alive): its status once the
+/// head and a `content-length` body (none if absent) have arrived; `None` if the proxy closed
+/// the connection first.
+pub async fn read_response(stream: &mut TcpStream) -> Option<u16> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let response = RawResponse::parse(&raw);
+            let length: usize = response
+                .header("content-length")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            if raw.len() >= end + 4 + length {
+                return Some(response.status);
+            }
+        }
+    }
+}
+
 /// Polls `check` until it returns true or `limit` passes.
 pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
