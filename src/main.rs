@@ -155,11 +155,12 @@ fn summary(s: &Settings) -> String {
     let c = &s.session.cookie;
     let _ = writeln!(
         out,
-        "  session: cookie {} (secure: {}, http_only: {}, same_site: {}), idle {}, absolute {}, headers {}*",
+        "  session: cookie {} (secure: {}, http_only: {}, same_site: {}, {}), idle {}, absolute {}, headers {}*",
         c.name,
         c.secure,
         c.http_only,
         c.same_site.as_str(),
+        c.signer.as_ref().map_or("unsigned".to_owned(), |s| format!("signed, {} keys", s.key_count())),
         d(s.session.lifetime.idle),
         d(s.session.lifetime.absolute),
         s.session.prefix.as_str()

@@ -198,7 +198,8 @@ impl Proxy {
         &self,
         headers: &http::HeaderMap,
     ) -> Result<(Option<Session>, Option<StoreError>), ProxyError> {
-        let id = cookie::session_id(headers, &self.session.cookie.name);
+        let cookie = &self.session.cookie;
+        let id = cookie::session_id(headers, &cookie.name, cookie.signer.as_ref());
         match resolve(&self.store, &self.session.lifetime, id).await {
             Ok(session) => Ok((session, None)),
             Err(err) if self.on_unavailable == OnUnavailable::FailOpen => {

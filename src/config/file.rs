@@ -153,6 +153,13 @@ pub struct CookieFile {
     pub http_only: bool,
     #[serde(default)]
     pub same_site: SameSite,
+    /// A file of HMAC keys (one per line, newest first) that sign the cookie; keeps the
+    /// secrets out of the YAML. Off by default: ids are then unsigned.
+    #[serde(default)]
+    pub signing_keys_file: Option<String>,
+    /// The same, from an environment variable (keys separated by commas, newest first).
+    #[serde(default)]
+    pub signing_keys_env: Option<String>,
 }
 
 impl Default for CookieFile {
@@ -162,6 +169,8 @@ impl Default for CookieFile {
             secure: true,
             http_only: true,
             same_site: SameSite::default(),
+            signing_keys_file: None,
+            signing_keys_env: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use super::file::{FileConfig, OnUnavailable, RouteFile, SameSite, SessionMode, S
 use super::Problem;
 use crate::session::lifetime::Lifetime;
 use crate::session::prefix::HeaderPrefix;
+use crate::session::signing::{Signer, MIN_KEY_BYTES};
 use crate::store::url::StoreUrl;
 use crate::upstream::forwarded::TrustedProxies;
 
@@ -93,6 +94,8 @@ pub struct CookieSettings {
     pub secure: bool,
     pub http_only: bool,
     pub same_site: SameSite,
+    /// Signs and verifies cookie values, when keys are configured.
+    pub signer: Option<Signer>,
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +236,11 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         // Browsers reject `SameSite=None` without `Secure`; the session would never stick.
         problems.add("session.cookie.same_site", "`none` requires `secure: true`");
     }
+    let signer = signing_keys(
+        &cookie.signing_keys_file,
+        &cookie.signing_keys_env,
+        &mut problems,
+    );
     if session.idle_timeout < Duration::from_secs(1) {
         problems.add("session.idle_timeout", "must be at least 1s");
     }
@@ -330,6 +338,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
                     secure: cookie.secure,
                     http_only: cookie.http_only,
                     same_site: cookie.same_site,
+                    signer,
                 },
                 lifetime: Lifetime::new(session.idle_timeout, session.absolute_timeout),
                 prefix,
@@ -342,6 +351,59 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         }),
         _ => Err(problems.0),
     }
+}
+
+/// Reads the cookie signing keys from their file or environment variable (never the YAML).
+fn signing_keys(
+    file: &Option<String>,
+    env: &Option<String>,
+    problems: &mut Problems,
+) -> Option<Signer> {
+    let (path, text) = match (file, env) {
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            problems.add(
+                "session.cookie",
+                "signing_keys_file and signing_keys_env: choose one",
+            );
+            return None;
+        }
+        (Some(path), None) => match std::fs::read_to_string(path) {
+            Ok(text) => ("session.cookie.signing_keys_file", text),
+            Err(err) => {
+                problems.add(
+                    "session.cookie.signing_keys_file",
+                    format!("cannot read `{path}`: {err}"),
+                );
+                return None;
+            }
+        },
+        (None, Some(name)) => match std::env::var(name) {
+            Ok(text) => ("session.cookie.signing_keys_env", text.replace(',', "\n")),
+            Err(_) => {
+                problems.add(
+                    "session.cookie.signing_keys_env",
+                    format!("environment variable `{name}` is not set"),
+                );
+                return None;
+            }
+        },
+    };
+    // One key per line (or comma-separated from the environment); `#` starts a comment line.
+    let keys: Vec<Vec<u8>> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|key| key.as_bytes().to_vec())
+        .collect();
+    Signer::new(&keys)
+        .map_err(|err| {
+            problems.add(
+                path,
+                format!("{err} (at least {MIN_KEY_BYTES} bytes each, newest first)"),
+            )
+        })
+        .ok()
 }
 
 /// Merges `store.username`, `store.password_env` and `store.password_file` into the URL.

@@ -5,6 +5,7 @@ use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
 
 use super::id::SessionId;
+use super::signing::Signer;
 use crate::config::{CookieSettings, SameSite};
 
 /// The first well-formed session id among the request's cookies of our name.
@@ -12,7 +13,10 @@ use crate::config::{CookieSettings, SameSite};
 /// Parsed on bytes rather than with the `cookie` crate, which needs `&str`: one non-UTF-8
 /// cookie set by some other application must not make the whole header unreadable. Malformed,
 /// oversized or unknown values are simply "no session" (never a 5xx).
-pub fn session_id(headers: &HeaderMap, name: &str) -> Option<SessionId> {
+///
+/// With a `signer`, only values it vouches for count: a forged, guessed or unsigned id is "no
+/// session" without a store round trip.
+pub fn session_id(headers: &HeaderMap, name: &str, signer: Option<&Signer>) -> Option<SessionId> {
     let name = name.as_bytes();
     headers
         .get_all(COOKIE)
@@ -23,7 +27,10 @@ pub fn session_id(headers: &HeaderMap, name: &str) -> Option<SessionId> {
             let eq = pair.iter().position(|b| *b == b'=')?;
             (pair[..eq].trim_ascii() == name).then(|| unquote(pair[eq + 1..].trim_ascii()))
         })
-        .find_map(SessionId::parse)
+        .find_map(|value| match signer {
+            Some(signer) => signer.verify(value),
+            None => SessionId::parse(value),
+        })
 }
 
 fn unquote(value: &[u8]) -> &[u8] {
@@ -37,7 +44,11 @@ fn unquote(value: &[u8]) -> &[u8] {
 /// No `Max-Age`: the browser keeps it for its session and the store decides when it expires,
 /// so an idle or absolute timeout is enforced on the server, where a client cannot extend it.
 pub fn set_cookie(settings: &CookieSettings, id: &SessionId) -> Option<HeaderValue> {
-    let cookie = base(settings, id.as_str().to_owned());
+    let value = match &settings.signer {
+        Some(signer) => signer.sign(id),
+        None => id.as_str().to_owned(),
+    };
+    let cookie = base(settings, value);
     HeaderValue::from_str(&cookie.to_string()).ok()
 }
 
@@ -94,6 +105,7 @@ mod tests {
             secure: true,
             http_only: true,
             same_site: SameSite::Lax,
+            signer: None,
         }
     }
 
@@ -110,12 +122,12 @@ mod tests {
         let id = SessionId::generate().expect("randomness");
         let line = format!("a=1; SESSION=junk; SESSION={}; b=\u{e9}", id.as_str());
         assert_eq!(
-            session_id(&cookies(&[line.as_bytes()]), "SESSION"),
+            session_id(&cookies(&[line.as_bytes()]), "SESSION", None),
             Some(id.clone())
         );
         let quoted = format!("SESSION=\"{}\"", id.as_str());
         assert_eq!(
-            session_id(&cookies(&[b"x=\xff", quoted.as_bytes()]), "SESSION"),
+            session_id(&cookies(&[b"x=\xff", quoted.as_bytes()]), "SESSION", None),
             Some(id)
         );
     }
@@ -124,7 +136,7 @@ mod tests {
     fn garbage_is_no_session() {
         let big = vec![b'a'; 8192];
         for v in [&b"SESSION="[..], b"SESSION", b"session=abc", b"=;;=", &big] {
-            assert_eq!(session_id(&cookies(&[v]), "SESSION"), None);
+            assert_eq!(session_id(&cookies(&[v]), "SESSION", None), None);
         }
     }
 

@@ -9,4 +9,5 @@ pub mod persist;
 pub mod prefix;
 pub mod record;
 pub mod resolve;
+pub mod signing;
 pub mod update;
