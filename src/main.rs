@@ -81,46 +81,48 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &Path, connect: bool) -> ExitCode {
-    match Settings::load(path) {
-        Ok(settings) if connect => {
-            let text = format!("{}: valid\n{}", path.display(), summary(&settings));
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
-            with_runtime(async move {
-                let reached = match stickless::store::Store::open(&settings.store) {
-                    Ok(store) => store.ping().await,
-                    Err(err) => Err(err),
-                };
-                match reached {
-                    Ok(()) => {
-                        let _ = std::io::Write::write_all(
-                            &mut std::io::stdout(),
-                            b"  store: connected\n",
-                        );
-                        ExitCode::SUCCESS
-                    }
-                    Err(err) => {
-                        eprintln!(
-                            "stickless: {}: store {}: {}",
-                            path.display(),
-                            settings.store.url,
-                            chain(&err)
-                        );
-                        ExitCode::from(RUNTIME_FAILURE)
-                    }
-                }
-            })
-        }
-        Ok(settings) => {
-            // Not `println!`: it panics when stdout is closed (`stickless check | head -1`).
-            let text = format!("{}: valid\n{}", path.display(), summary(&settings));
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
-            ExitCode::SUCCESS
-        }
+    let settings = match Settings::load(path) {
+        Ok(settings) => settings,
         Err(err) => {
             eprintln!("stickless: {err}");
-            ExitCode::from(BAD_CONFIG)
+            return ExitCode::from(BAD_CONFIG);
         }
+    };
+    print(&format!(
+        "{}: valid\n{}",
+        path.display(),
+        summary(&settings)
+    ));
+    if !connect {
+        return ExitCode::SUCCESS;
     }
+    with_runtime(async move {
+        let reached = match stickless::store::Store::open(&settings.store) {
+            Ok(store) => store.ping().await,
+            Err(err) => Err(err),
+        };
+        match reached {
+            Ok(()) => {
+                print("  store: connected\n");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!(
+                    "stickless: {}: store {}: {}",
+                    path.display(),
+                    settings.store.url,
+                    chain(&err)
+                );
+                ExitCode::from(RUNTIME_FAILURE)
+            }
+        }
+    })
+}
+
+/// Writes to stdout without `println!`, which panics when stdout is closed
+/// (`stickless check | head -1`).
+fn print(text: &str) {
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
 }
 
 /// A short summary of what the file configures; secrets (store passwords) are redacted.
