@@ -18,6 +18,7 @@
 //! | [`session`] | ids and cookies, the header protocol, lifetimes; `resolve` (request) and `persist` (response) |
 //! | [`store`] | the store trait and its implementations: `memory`, `redis` |
 //! | [`upstream`] | pooled client, round-robin with fail-over, hop-by-hop headers, `X-Forwarded-*`, streamed bodies |
+//! | `sync` | a lock that survives a panic elsewhere, for the few shared maps and slots |
 //! | [`error`] | failures by origin (client, upstream, store, internal), mapped to statuses in one place |
 //! | [`demo`] | `stickless demo`: embedded store, two demo app instances, the proxy in front |
 
@@ -29,4 +30,5 @@ pub mod proxy;
 pub mod routing;
 pub mod session;
 pub mod store;
+mod sync;
 pub mod upstream;

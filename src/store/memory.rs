@@ -36,9 +36,7 @@ impl MemoryStore {
     /// A panic while holding the lock cannot leave an entry half-written (every mutation is a
     /// single map operation), so a poisoned lock is safe to keep using.
     fn sessions(&self) -> MutexGuard<'_, HashMap<SessionId, Entry>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.sessions)
     }
 
     fn live<'m>(

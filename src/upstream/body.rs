@@ -113,9 +113,7 @@ impl RetryableBody {
     fn state(&self) -> MutexGuard<'_, State> {
         // Every critical section is a single poll or flag read: a poisoned lock holds no
         // half-made change.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.state)
     }
 }
 

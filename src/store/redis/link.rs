@@ -31,6 +31,7 @@ use redis::{
 
 use crate::config::TlsFiles;
 use crate::store::url::{RedisTarget, Topology};
+use crate::sync::lock;
 
 /// A live connection of either kind.
 #[derive(Clone)]
@@ -296,16 +297,10 @@ impl Shared {
         }
     }
 
+    // Every lock in this module guards a clone or a swap.
     fn slot(&self) -> MutexGuard<'_, Option<(u64, Conn)>> {
         lock(&self.current)
     }
-}
-
-/// Every lock here guards a clone or a swap: a poisoned lock holds no half-made state.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Failures after which the connection must not be used again.
