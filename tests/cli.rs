@@ -209,11 +209,7 @@ impl Instance {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        support::send_signal(self.child.id(), signal);
     }
 
     fn wait(&mut self) -> Option<i32> {
@@ -382,9 +378,7 @@ async fn demo_runs_two_instances_behind_one_proxy() {
         .await;
     assert!(page.text().contains("not logged in"));
 
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
+    support::send_signal(child.id(), "-INT");
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .expect("join")

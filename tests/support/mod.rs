@@ -26,6 +26,14 @@ use stickless::listener::Server;
 
 pub mod topology;
 
+/// Sends `signal` (`-STOP`, `-TERM`, …) to process `pid`, asserting it was delivered.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "kill {signal} {pid}");
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
@@ -143,10 +151,7 @@ impl RedisServer {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.pid().to_string()])
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "kill {signal}");
+        send_signal(self.pid(), signal);
     }
 
     pub fn pid(&self) -> u32 {

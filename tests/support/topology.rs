@@ -473,10 +473,7 @@ impl Node {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.pid().to_string()])
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "kill {signal}");
+        super::send_signal(self.pid(), signal);
     }
 
     pub fn cmd(&self, args: &[&str]) -> String {
