@@ -312,6 +312,69 @@ async fn malformed_updates_get_502_and_leave_the_session_unchanged() {
     assert_eq!(rig.redis.keys().len(), 1);
 }
 
+/// Each limit on what a backend may store has its own knob and the same answer: 502, the
+/// stored session as it was. Sizes count the header lines the session is injected as.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_limits_on_count_value_and_total_size() {
+    let rig =
+        rig_with("session:\n  max_bytes: 150\n  max_attributes: 3\n  max_value_bytes: 40\n").await;
+    // `X-Session-User: alice\r\n` is 23 bytes.
+    let id = login(&rig.proxy, &[("user", "alice")]).await;
+    let (forty, forty_one) = ("v".repeat(40), "v".repeat(41));
+    let refused: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            "value over max_value_bytes",
+            vec![("X-Session-Set-A", &forty_one)],
+        ),
+        (
+            "a fourth attribute",
+            vec![
+                ("X-Session-Set-A", "1"),
+                ("X-Session-Set-B", "2"),
+                ("X-Session-Set-C", "3"),
+            ],
+        ),
+        (
+            "168 bytes of headers",
+            vec![
+                ("X-Session-Set-A", &forty),
+                ("X-Session-Set-B", &forty),
+                ("X-Session-Set-User", &forty),
+            ],
+        ),
+    ];
+    for (why, case) in refused {
+        let mut request = rig.proxy.get("/").session(Some(&id));
+        for (name, value) in &case {
+            request = request.reply(name, value);
+        }
+        let response = request.send().await;
+        assert_eq!(response.status, 502, "{why}");
+        response.assert_no_session_headers();
+        let after = rig.proxy.get("/").session(Some(&id)).send().await;
+        assert_eq!(
+            after.backend_saw("x-session-user").as_deref(),
+            Some("alice")
+        );
+        assert_eq!(after.backend_saw("x-session-a"), None, "{why}");
+    }
+    // Right at the limits (3 attributes, 40-byte values, 133 bytes) is fine.
+    let response = rig
+        .proxy
+        .get("/")
+        .session(Some(&id))
+        .reply("X-Session-Set-A", &forty)
+        .reply("X-Session-Set-B", &forty)
+        .send()
+        .await;
+    assert_eq!(response.status, 200);
+    let after = rig.proxy.get("/").session(Some(&id)).send().await;
+    assert_eq!(
+        after.backend_saw("x-session-b").as_deref(),
+        Some(forty.as_str())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_are_stored_and_injected_byte_for_byte() {
     let rig = rig().await;

@@ -128,6 +128,10 @@ pub struct SessionFile {
     pub header_prefix: String,
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
+    #[serde(default = "default_max_attributes")]
+    pub max_attributes: usize,
+    #[serde(default = "default_max_value_bytes")]
+    pub max_value_bytes: usize,
 }
 
 impl Default for SessionFile {
@@ -138,6 +142,8 @@ impl Default for SessionFile {
             absolute_timeout: default_absolute(),
             header_prefix: default_header_prefix(),
             max_bytes: default_max_bytes(),
+            max_attributes: default_max_attributes(),
+            max_value_bytes: default_max_value_bytes(),
         }
     }
 }
@@ -273,9 +279,17 @@ fn default_absolute() -> Duration {
 fn default_header_prefix() -> String {
     "X-Session-".into()
 }
-/// Node's default total header limit is 16 KiB; half of it leaves room for the client's own.
+/// Counted as the injected header lines (prefix, name, `: `, value, CRLF). Node's default
+/// total header limit is 16 KiB; half of it leaves room for the client's own headers.
 fn default_max_bytes() -> usize {
     8 * 1024
+}
+fn default_max_attributes() -> usize {
+    64
+}
+/// Apache and gunicorn refuse a header line over 8190 bytes; half of it, per value.
+fn default_max_value_bytes() -> usize {
+    4096
 }
 fn default_cookie_name() -> String {
     "SESSION".into()

@@ -14,6 +14,7 @@ use super::file::{FileConfig, OnUnavailable, RouteFile, SameSite, SessionMode, S
 use super::Problem;
 use crate::session::lifetime::Lifetime;
 use crate::session::prefix::HeaderPrefix;
+use crate::session::record::MAX_ATTRIBUTES;
 use crate::session::signing::{Signer, MIN_KEY_BYTES};
 use crate::store::url::StoreUrl;
 use crate::upstream::forwarded::TrustedProxies;
@@ -83,9 +84,19 @@ pub struct SessionSettings {
     pub cookie: CookieSettings,
     pub lifetime: Lifetime,
     pub prefix: HeaderPrefix,
-    /// Upper bound on the sum of attribute name and value lengths a backend may store: the
-    /// whole session is injected as request headers, which backends cap.
+    pub limits: SessionLimits,
+}
+
+/// What a backend may store in one session. The whole session is injected as request
+/// headers, and backends cap those (per line and in total), so the limits are counted the
+/// way the headers go out. A write over any of them is refused (502), the session unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// The injected attribute header lines together: prefix + name + `: ` + value + CRLF each.
     pub max_bytes: usize,
+    pub max_attributes: usize,
+    /// One attribute value, in bytes.
+    pub max_value_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -251,8 +262,22 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         problems.add("session.header_prefix", message);
         HeaderPrefix::default()
     });
+    let session_limits = SessionLimits {
+        max_bytes: session.max_bytes,
+        max_attributes: session.max_attributes,
+        max_value_bytes: session.max_value_bytes,
+    };
     if session.max_bytes == 0 {
         problems.add("session.max_bytes", "must be greater than zero");
+    }
+    if !(1..=MAX_ATTRIBUTES).contains(&session.max_attributes) {
+        problems.add(
+            "session.max_attributes",
+            format!("must be between 1 and {MAX_ATTRIBUTES}"),
+        );
+    }
+    if session.max_value_bytes == 0 {
+        problems.add("session.max_value_bytes", "must be greater than zero");
     }
 
     if file.routes.is_empty() {
@@ -342,7 +367,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
                 },
                 lifetime: Lifetime::new(session.idle_timeout, session.absolute_timeout),
                 prefix,
-                max_bytes: session.max_bytes,
+                limits: session_limits,
             },
             routes,
             timeouts,

@@ -3,9 +3,9 @@
 
 use super::id::SessionId;
 use super::lifetime::now_millis;
-use super::record::{Record, Session, MAX_ATTRIBUTES};
+use super::record::{Record, Session};
 use super::update::{MalformedUpdate, Update};
-use crate::config::SessionSettings;
+use crate::config::{SessionLimits, SessionSettings};
 use crate::store::{Delta, SessionStore, Store, StoreError};
 
 /// What the response must tell the browser about its cookie.
@@ -50,7 +50,7 @@ pub async fn persist(
         return create(store, settings, update, now).await;
     };
     let next = session.record.updated(update);
-    check_size(&next, settings.max_bytes)?;
+    check_limits(&next, update, settings)?;
     let Some(ttl) = settings.lifetime.ttl(next.created, now) else {
         // Reached its absolute deadline during this request: it is over, start afresh.
         return create(store, settings, update, now).await;
@@ -86,7 +86,7 @@ async fn create(
         return Ok(CookieChange::Keep);
     }
     let record = Record::new(now).updated(update);
-    check_size(&record, settings.max_bytes)?;
+    check_limits(&record, update, settings)?;
     let ttl = settings
         .lifetime
         .ttl(now, now)
@@ -96,14 +96,41 @@ async fn create(
     Ok(CookieChange::Issue(id))
 }
 
-fn check_size(record: &Record, limit: usize) -> Result<(), MalformedUpdate> {
-    let (size, count) = (record.size(), record.attributes.len());
-    if size > limit || count > MAX_ATTRIBUTES {
+/// `next` is the session as `update` would leave it. Only the values being set are held to
+/// the value limit, so lowering it does not lock out sessions that already hold a larger one.
+fn check_limits(
+    next: &Record,
+    update: &Update,
+    settings: &SessionSettings,
+) -> Result<(), MalformedUpdate> {
+    let SessionLimits {
+        max_bytes,
+        max_attributes,
+        max_value_bytes,
+    } = settings.limits;
+    if let Some((name, value)) = update
+        .set
+        .iter()
+        .find(|(_, value)| value.len() > max_value_bytes)
+    {
+        return Err(MalformedUpdate::ValueTooLarge {
+            name: name.clone(),
+            size: value.len(),
+            limit: max_value_bytes,
+        });
+    }
+    let count = next.attributes.len();
+    if count > max_attributes {
+        return Err(MalformedUpdate::TooManyAttributes {
+            count,
+            limit: max_attributes,
+        });
+    }
+    let size = next.injected_size(settings.prefix.as_str().len());
+    if size > max_bytes {
         return Err(MalformedUpdate::TooLarge {
             size,
-            count,
-            limit,
-            max_count: MAX_ATTRIBUTES,
+            limit: max_bytes,
         });
     }
     Ok(())

@@ -7,9 +7,9 @@ use bytes::Bytes;
 use super::id::SessionId;
 use super::update::Update;
 
-/// The most attributes one session may hold: bounds the work and the argument count of every
-/// store operation, whatever `max_bytes` allows.
-pub const MAX_ATTRIBUTES: usize = 256;
+/// The highest `session.max_attributes` accepted: bounds the work and the argument count of
+/// every store operation, whatever the configuration says.
+pub const MAX_ATTRIBUTES: usize = 1024;
 
 /// A session's stored state.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -47,9 +47,12 @@ impl Record {
         next
     }
 
-    /// The bytes the session costs as injected headers (names and values).
-    pub fn size(&self) -> usize {
-        self.attributes.iter().map(|(n, v)| n.len() + v.len()).sum()
+    /// The bytes the attributes cost as injected header lines: `<prefix><name>: <value>\r\n`.
+    pub fn injected_size(&self, prefix_len: usize) -> usize {
+        self.attributes
+            .iter()
+            .map(|(n, v)| prefix_len + n.len() + 2 + v.len() + 2)
+            .sum()
     }
 }
 

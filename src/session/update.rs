@@ -32,13 +32,16 @@ pub enum MalformedUpdate {
     BadFlag { header: String, value: String },
     #[error("`{header}` appears more than once")]
     Repeated { header: String },
-    #[error("the session would hold {size} bytes in {count} attributes, over the limit of {limit} bytes / {max_count} attributes")]
-    TooLarge {
+    #[error("attribute `{name}` would hold {size} bytes, over session.max_value_bytes ({limit})")]
+    ValueTooLarge {
+        name: String,
         size: usize,
-        count: usize,
         limit: usize,
-        max_count: usize,
     },
+    #[error("the session would hold {count} attributes, over session.max_attributes ({limit})")]
+    TooManyAttributes { count: usize, limit: usize },
+    #[error("the session would be injected as {size} bytes of headers, over session.max_bytes ({limit})")]
+    TooLarge { size: usize, limit: usize },
 }
 
 /// Removes every prefixed header from a backend response (whether or not the update is valid)
