@@ -47,6 +47,7 @@ impl From<PersistError> for ProxyError {
             PersistError::Store(err) => ProxyError::Store(err),
             PersistError::Malformed(err) => ProxyError::BadUpdate(err),
             PersistError::Random(err) => ProxyError::Internal(Box::new(err)),
+            PersistError::Seal(err) => ProxyError::Internal(Box::new(err)),
         }
     }
 }

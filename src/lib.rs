@@ -19,6 +19,7 @@
 //! | [`store`] | the store trait and its implementations: `memory`, `redis` |
 //! | [`upstream`] | pooled client, round-robin with fail-over, hop-by-hop headers, `X-Forwarded-*`, streamed bodies |
 //! | `sync` | a lock that survives a panic elsewhere, for the few shared maps and slots |
+//! | [`redact`] | what debug logs may show of headers (no cookies, credentials or session data) |
 //! | [`error`] | failures by origin (client, upstream, store, internal), mapped to statuses in one place |
 //! | [`demo`] | `stickless demo`: embedded store, two demo app instances, the proxy in front |
 
@@ -27,6 +28,7 @@ pub mod demo;
 pub mod error;
 pub mod listener;
 pub mod proxy;
+pub mod redact;
 pub mod routing;
 pub mod session;
 pub mod store;

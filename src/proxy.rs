@@ -15,8 +15,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::{OnUnavailable, SessionMode, SessionSettings, Settings};
 use crate::error::{Origin, ProxyError};
+use crate::redact::Redacted;
 use crate::routing::{is_safe_path, Route, Router};
 use crate::session::cookie;
+use crate::session::id::SessionId;
 use crate::session::persist::{persist, CookieChange};
 use crate::session::record::Session;
 use crate::session::resolve::resolve;
@@ -63,27 +65,30 @@ impl Proxy {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let response = match self.handle_inner(request, peer).await {
+        let mut session = Fingerprint::default();
+        let response = match self.handle_inner(request, peer, &mut session).await {
             Ok(response) => response,
             Err(err) => {
                 let cause = std::error::Error::source(&err)
                     .map(|s| s.to_string())
                     .unwrap_or_default();
                 match err.origin() {
-                    Origin::Client => debug!(%method, %path, error = %err, "refused"),
-                    _ => warn!(%method, %path, error = %err, cause, "failed"),
+                    Origin::Client => debug!(%method, %path, %session, error = %err, "refused"),
+                    _ => warn!(%method, %path, %session, error = %err, cause, "failed"),
                 }
                 err.to_response()
             }
         };
-        info!(target: "stickless::access", %peer, %method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64);
+        info!(target: "stickless::access", %peer, %method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, %session);
         response
     }
 
+    /// `session` is filled in for the logs as soon as the request has one.
     async fn handle_inner(
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
+        session_seen: &mut Fingerprint,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // 1. Route.
         if !is_safe_path(request.uri().path()) {
@@ -119,6 +124,9 @@ impl Proxy {
             SessionMode::Off => (None, None),
             SessionMode::On | SessionMode::Required => self.resolve_session(&parts.headers).await?,
         };
+        if let Some(session) = &session {
+            session_seen.0 = Some(self.fingerprint(&session.id));
+        }
         if route.session == SessionMode::Required && session.is_none() {
             return Ok(deny_anonymous(route));
         }
@@ -128,6 +136,7 @@ impl Proxy {
             self.session.prefix.inject(&mut parts.headers, session);
         }
         forwarded::apply(&mut parts.headers, peer.ip(), &self.trusted_proxies);
+        debug!(headers = ?self.redacted(&parts.headers), "to upstream");
 
         // 5. Forward.
         let body = RetryableBody::new(
@@ -150,6 +159,7 @@ impl Proxy {
 
         // 6. Apply updates: read the backend's control headers and remove them.
         let (mut head, body) = response.into_parts();
+        debug!(status = head.status.as_u16(), headers = ?self.redacted(&head.headers), "from upstream");
         if has_both_framings(&head.headers) {
             return Err(ProxyError::AmbiguousResponse);
         }
@@ -175,7 +185,10 @@ impl Proxy {
         // 8. Respond.
         let set_cookie = match change {
             CookieChange::Keep => None,
-            CookieChange::Issue(id) => cookie::set_cookie(&self.session.cookie, &id),
+            CookieChange::Issue(id) => {
+                session_seen.0 = Some(self.fingerprint(&id));
+                cookie::set_cookie(&self.session.cookie, &id)
+            }
             CookieChange::Clear => cookie::clear_cookie(&self.session.cookie),
         };
         if let Some(value) = set_cookie {
@@ -190,6 +203,14 @@ impl Proxy {
         ))
     }
 
+    fn fingerprint(&self, id: &SessionId) -> String {
+        self.session.fingerprints.of(id.as_str().as_bytes())
+    }
+
+    fn redacted<'a>(&'a self, headers: &'a http::HeaderMap) -> Redacted<'a> {
+        Redacted::new(headers, &self.session.prefix, &self.session.fingerprints)
+    }
+
     /// A store failure on read follows `store.on_unavailable`: fail closed answers 503; fail
     /// open serves the request as anonymous and hands back the error, because nothing may be
     /// written for such a request: we do not know what its session holds, or whether it
@@ -200,7 +221,7 @@ impl Proxy {
     ) -> Result<(Option<Session>, Option<StoreError>), ProxyError> {
         let cookie = &self.session.cookie;
         let id = cookie::session_id(headers, &cookie.name, cookie.signer.as_ref());
-        match resolve(&self.store, &self.session.lifetime, id).await {
+        match resolve(&self.store, &self.session, id).await {
             Ok(session) => Ok((session, None)),
             Err(err) if self.on_unavailable == OnUnavailable::FailOpen => {
                 warn!(error = %err, "session store unavailable; serving as anonymous (fail_open)");
@@ -208,6 +229,17 @@ impl Proxy {
             }
             Err(err) => Err(ProxyError::Store(err)),
         }
+    }
+}
+
+/// The session a request was served with (or was issued), as the logs show it: a keyed hash,
+/// never the id; `-` for none.
+#[derive(Default)]
+struct Fingerprint(Option<String>);
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_deref().unwrap_or("-"))
     }
 }
 

@@ -132,6 +132,13 @@ pub struct SessionFile {
     pub max_attributes: usize,
     #[serde(default = "default_max_value_bytes")]
     pub max_value_bytes: usize,
+    /// A file of encryption keys (one per line, newest first) that seal attribute values at
+    /// rest. Off by default: values are stored as sent.
+    #[serde(default)]
+    pub encryption_keys_file: Option<String>,
+    /// The same, from an environment variable (keys separated by commas, newest first).
+    #[serde(default)]
+    pub encryption_keys_env: Option<String>,
 }
 
 impl Default for SessionFile {
@@ -144,6 +151,8 @@ impl Default for SessionFile {
             max_bytes: default_max_bytes(),
             max_attributes: default_max_attributes(),
             max_value_bytes: default_max_value_bytes(),
+            encryption_keys_file: None,
+            encryption_keys_env: None,
         }
     }
 }

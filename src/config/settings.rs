@@ -12,9 +12,11 @@ use http::Uri;
 
 use super::file::{FileConfig, OnUnavailable, RouteFile, SameSite, SessionMode, StoreFile};
 use super::Problem;
+use crate::session::fingerprint::Fingerprints;
 use crate::session::lifetime::Lifetime;
 use crate::session::prefix::HeaderPrefix;
 use crate::session::record::MAX_ATTRIBUTES;
+use crate::session::sealing::Sealer;
 use crate::session::signing::{Signer, MIN_KEY_BYTES};
 use crate::store::url::StoreUrl;
 use crate::upstream::forwarded::TrustedProxies;
@@ -85,6 +87,10 @@ pub struct SessionSettings {
     pub lifetime: Lifetime,
     pub prefix: HeaderPrefix,
     pub limits: SessionLimits,
+    /// Seals attribute values at rest, when encryption keys are configured.
+    pub sealer: Option<Sealer>,
+    /// Keyed hashes of session ids, for logs.
+    pub fingerprints: Fingerprints,
 }
 
 /// What a backend may store in one session. The whole session is injected as request
@@ -247,11 +253,58 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         // Browsers reject `SameSite=None` without `Secure`; the session would never stick.
         problems.add("session.cookie.same_site", "`none` requires `secure: true`");
     }
-    let signer = signing_keys(
+    let signing_keys = read_keys(
+        "session.cookie.signing_keys",
         &cookie.signing_keys_file,
         &cookie.signing_keys_env,
         &mut problems,
     );
+    let signer = signing_keys.as_ref().and_then(|keys| {
+        Signer::new(keys)
+            .map_err(|err| {
+                problems.add(
+                    keys_path(&cookie.signing_keys_file, "session.cookie.signing_keys"),
+                    key_problem(err),
+                )
+            })
+            .ok()
+    });
+    let encryption_keys = read_keys(
+        "session.encryption_keys",
+        &session.encryption_keys_file,
+        &session.encryption_keys_env,
+        &mut problems,
+    );
+    let sealer = encryption_keys.as_ref().and_then(|keys| {
+        Sealer::new(keys)
+            .map_err(|err| {
+                problems.add(
+                    keys_path(&session.encryption_keys_file, "session.encryption_keys"),
+                    key_problem(err),
+                )
+            })
+            .ok()
+    });
+    if encryption_keys.is_some() && signing_keys.is_none() {
+        // Each Redis key holds its session id; unsigned, an id read from a dump is a working
+        // cookie, and sealing the values would protect nothing that matters.
+        problems.add(
+            "session",
+            "encryption_keys need signed cookies too (session.cookie.signing_keys_file or _env): \
+             otherwise the ids in the Redis keys are usable cookies",
+        );
+    }
+    let newest_key = signing_keys
+        .iter()
+        .chain(encryption_keys.iter())
+        .find_map(|keys| keys.first().cloned());
+    let fingerprints = Fingerprints::new(newest_key.as_deref()).unwrap_or_else(|err| {
+        problems.add(
+            "session",
+            format!("the operating system's random source failed: {err}"),
+        );
+        Fingerprints::new(Some(&[0; 32])).unwrap_or_else(|_| unreachable!("no randomness needed"))
+    });
     if session.idle_timeout < Duration::from_secs(1) {
         problems.add("session.idle_timeout", "must be at least 1s");
     }
@@ -368,6 +421,8 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
                 lifetime: Lifetime::new(session.idle_timeout, session.absolute_timeout),
                 prefix,
                 limits: session_limits,
+                sealer,
+                fingerprints,
             },
             routes,
             timeouts,
@@ -378,57 +433,62 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
     }
 }
 
-/// Reads the cookie signing keys from their file or environment variable (never the YAML).
-fn signing_keys(
+/// Reads a key list from its file (`<what>_file`) or environment variable (`<what>_env`),
+/// never from the YAML. One key per line (or comma-separated from the environment), newest
+/// first; `#` starts a comment line.
+fn read_keys(
+    what: &str,
     file: &Option<String>,
     env: &Option<String>,
     problems: &mut Problems,
-) -> Option<Signer> {
-    let (path, text) = match (file, env) {
+) -> Option<Vec<Vec<u8>>> {
+    let text = match (file, env) {
         (None, None) => return None,
         (Some(_), Some(_)) => {
-            problems.add(
-                "session.cookie",
-                "signing_keys_file and signing_keys_env: choose one",
-            );
+            let leaf = what.rsplit('.').next().unwrap_or(what);
+            problems.add(what, format!("{leaf}_file and {leaf}_env: choose one"));
             return None;
         }
         (Some(path), None) => match std::fs::read_to_string(path) {
-            Ok(text) => ("session.cookie.signing_keys_file", text),
+            Ok(text) => text,
             Err(err) => {
                 problems.add(
-                    "session.cookie.signing_keys_file",
+                    format!("{what}_file"),
                     format!("cannot read `{path}`: {err}"),
                 );
                 return None;
             }
         },
         (None, Some(name)) => match std::env::var(name) {
-            Ok(text) => ("session.cookie.signing_keys_env", text.replace(',', "\n")),
+            Ok(text) => text.replace(',', "\n"),
             Err(_) => {
                 problems.add(
-                    "session.cookie.signing_keys_env",
+                    format!("{what}_env"),
                     format!("environment variable `{name}` is not set"),
                 );
                 return None;
             }
         },
     };
-    // One key per line (or comma-separated from the environment); `#` starts a comment line.
-    let keys: Vec<Vec<u8>> = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(|key| key.as_bytes().to_vec())
-        .collect();
-    Signer::new(&keys)
-        .map_err(|err| {
-            problems.add(
-                path,
-                format!("{err} (at least {MIN_KEY_BYTES} bytes each, newest first)"),
-            )
-        })
-        .ok()
+    Some(
+        text.lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|key| key.as_bytes().to_vec())
+            .collect(),
+    )
+}
+
+/// The key path a problem with a key list is reported under.
+fn keys_path(file: &Option<String>, what: &str) -> String {
+    match file {
+        Some(_) => format!("{what}_file"),
+        None => format!("{what}_env"),
+    }
+}
+
+fn key_problem(err: String) -> String {
+    format!("{err} (at least {MIN_KEY_BYTES} bytes each, newest first)")
 }
 
 /// Merges `store.username`, `store.password_env` and `store.password_file` into the URL.

@@ -1,9 +1,12 @@
 //! Response phase: applying the backend's update to the store before the client sees the
 //! response ("a response reaches the client only after its session changes are durable").
 
+use std::borrow::Cow;
+
 use super::id::SessionId;
 use super::lifetime::now_millis;
 use super::record::{Record, Session};
+use super::sealing::SealError;
 use super::update::{MalformedUpdate, Update};
 use crate::config::{SessionLimits, SessionSettings};
 use crate::store::{Delta, SessionStore, Store, StoreError};
@@ -24,6 +27,8 @@ pub enum PersistError {
     Malformed(#[from] MalformedUpdate),
     #[error("the operating system's random source failed")]
     Random(#[source] getrandom::Error),
+    #[error("sealing the session's values failed")]
+    Seal(#[from] SealError),
 }
 
 /// Applies `update` to `current` (the session the request resolved, if any).
@@ -57,15 +62,20 @@ pub async fn persist(
     };
     if update.rotate {
         let new = SessionId::generate().map_err(PersistError::Random)?;
-        if store.rotate(&session.id, &new, &next, ttl).await? {
+        let stored = sealed(settings, &new, next)?;
+        if store.rotate(&session.id, &new, &stored, ttl).await? {
             return Ok(CookieChange::Issue(new));
         }
         // Gone since this request read it: as with an update, start afresh.
         return create(store, settings, update, now).await;
     }
+    let set = match &settings.sealer {
+        Some(sealer) => Cow::Owned(sealer.seal_values(&session.id, &update.set)?),
+        None => Cow::Borrowed(update.set.as_slice()),
+    };
     let delta = Delta {
         remove: &update.remove,
-        set: &update.set,
+        set: &set,
     };
     if store.update(&session.id, delta, ttl).await? {
         Ok(CookieChange::Keep)
@@ -92,8 +102,17 @@ async fn create(
         .ttl(now, now)
         .unwrap_or(settings.lifetime.idle);
     let id = SessionId::generate().map_err(PersistError::Random)?;
-    store.create(&id, &record, ttl).await?;
+    let stored = sealed(settings, &id, record)?;
+    store.create(&id, &stored, ttl).await?;
     Ok(CookieChange::Issue(id))
+}
+
+/// The record as it goes to the store: sealed for session `id` when encryption is on.
+fn sealed(settings: &SessionSettings, id: &SessionId, record: Record) -> Result<Record, SealError> {
+    match &settings.sealer {
+        Some(sealer) => sealer.seal_record(id, &record),
+        None => Ok(record),
+    }
 }
 
 /// `next` is the session as `update` would leave it. Only the values being set are held to

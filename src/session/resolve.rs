@@ -3,8 +3,10 @@
 use tracing::warn;
 
 use super::id::SessionId;
-use super::lifetime::{now_millis, Lifetime};
+use super::lifetime::now_millis;
 use super::record::Session;
+use super::sealing::open_record;
+use crate::config::SessionSettings;
 use crate::store::{SessionStore, Store, StoreError};
 
 /// Loads the session the cookie names. Costs one store round trip when there is a well-formed
@@ -13,9 +15,10 @@ use crate::store::{SessionStore, Store, StoreError};
 /// losing it cannot expire anyone early.
 pub async fn resolve(
     store: &Store,
-    lifetime: &Lifetime,
+    settings: &SessionSettings,
     id: Option<SessionId>,
 ) -> Result<Option<Session>, StoreError> {
+    let lifetime = &settings.lifetime;
     let Some(id) = id else {
         return Ok(None);
     };
@@ -29,6 +32,14 @@ pub async fn resolve(
     if lifetime.ttl(created, now).is_none() {
         return Ok(None);
     }
+    let record = match open_record(settings.sealer.as_ref(), &id, loaded.record) {
+        Ok(record) => record,
+        Err(why) => {
+            let session = settings.fingerprints.of(id.as_str().as_bytes());
+            warn!(%session, reason = %why, "session cannot be read; served as no session");
+            return Ok(None);
+        }
+    };
     if let Some(ttl) = lifetime.extension(created, now, loaded.ttl) {
         let store = store.clone();
         let id = id.clone();
@@ -38,8 +49,5 @@ pub async fn resolve(
             }
         });
     }
-    Ok(Some(Session {
-        id,
-        record: loaded.record,
-    }))
+    Ok(Some(Session { id, record }))
 }
