@@ -2,7 +2,8 @@
 //!
 //! - request side: hop-by-hop removal, stripping client `X-Session-*` headers, finding the
 //!   session id in `Cookie`, injecting a resolved session;
-//! - response side: reading (and removing) the backend's `X-Session-Set-*` update headers.
+//! - response side: reading (and removing) the backend's `X-Session-Set-*` update headers;
+//! - what the optional secrets add: cookie signing, and sealing values at rest.
 //!
 //! Inputs are shaped like real traffic: a browser request with a dozen headers, a `Cookie`
 //! line holding the session cookie among others, and a few forged `X-Session-*` headers that
@@ -208,5 +209,39 @@ fn signing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, request_side, response_side, signing);
+/// What encryption at rest adds: opening a loaded two-attribute session before injection
+/// (request side), sealing the two values a backend sets (response side), and one value of a
+/// realistic and of the default maximum size. The second key is never tried here: values are
+/// sealed with the newest key, which is tried first.
+fn sealing(c: &mut Criterion) {
+    use stickless::session::sealing::{open_record, Sealer};
+    let sealer = Sealer::new(&[vec![7u8; 32], vec![9u8; 32]]).expect("sealer");
+    let Session { id, record } = session(SessionId::generate().expect("randomness"));
+    let stored = sealer.seal_record(&id, &record).expect("seal");
+    let set: Vec<(String, Bytes)> = record.attributes.clone().into_iter().collect();
+    let mut group = c.benchmark_group("sealing");
+    group.bench_function("open_session", |b| {
+        b.iter_batched(
+            || stored.clone(),
+            |stored| open_record(Some(&sealer), black_box(&id), stored),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("seal_update", |b| {
+        b.iter(|| sealer.seal_values(black_box(&id), black_box(&set)))
+    });
+    for size in [64, 4096] {
+        let value = vec![b'v'; size];
+        let sealed = sealer.seal(&id, "user", &value).expect("seal");
+        group.bench_function(format!("seal_{size}"), |b| {
+            b.iter(|| sealer.seal(black_box(&id), "user", black_box(&value)))
+        });
+        group.bench_function(format!("open_{size}"), |b| {
+            b.iter(|| sealer.open(black_box(&id), "user", black_box(&sealed)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, request_side, response_side, signing, sealing);
 criterion_main!(benches);
