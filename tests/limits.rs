@@ -1,5 +1,6 @@
-//! Limits with defined answers: oversized request heads (431), oversized bodies (413), and a
-//! cap on concurrent connections that makes the excess wait while the process stays healthy.
+//! Limits with defined answers: oversized request heads (431), oversized bodies (413), a cap
+//! on concurrent connections that makes the excess wait while the process stays healthy, and
+//! the HTTP/2 rapid-reset cap.
 
 mod support;
 
@@ -172,4 +173,60 @@ async fn a_client_that_stalls_its_body_gets_408_while_others_are_served() {
         .expect("write");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(exchange(&mut steady, b"def").await, Some(200));
+}
+
+/// HTTP/2 rapid reset (CVE-2023-44487): a client that opens streams and cancels them at once
+/// makes the proxy start work it never finishes. Past `max_pending_accept_reset_streams` the
+/// connection is closed with GOAWAY, only a handful of requests reach the backend, and other
+/// clients are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_closes_the_connection_and_others_are_served() {
+    let backend = Backend::start("a").await;
+    let proxy = Proxy::start(&config("memory://", &[&backend])).await;
+    let tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+    let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    let closed = tokio::spawn(connection);
+
+    const STREAMS: usize = 5_000;
+    let mut sent = 0;
+    for _ in 0..STREAMS {
+        let request = http::Request::get(format!("http://{}/", proxy.addr))
+            .body(())
+            .expect("request");
+        let Ok(ready) = client.ready().await else {
+            break;
+        };
+        client = ready;
+        let Ok((_response, mut stream)) = client.send_request(request, false) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the proxy closes an abusive connection")
+        .expect("connection task");
+    let reason = ended.as_ref().err().and_then(|e| e.reason());
+    assert_eq!(
+        reason,
+        Some(h2::Reason::ENHANCE_YOUR_CALM),
+        "GOAWAY after {sent} reset streams: {ended:?}"
+    );
+    assert!(
+        sent < STREAMS,
+        "cut off before all {STREAMS} streams: {sent}"
+    );
+
+    let mut other = TcpStream::connect(proxy.addr).await.expect("connect");
+    assert_eq!(
+        exchange(&mut other, b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n").await,
+        Some(200)
+    );
+    let reached = backend.seen().len();
+    eprintln!("rapid reset: GOAWAY after {sent} cancelled streams; {reached} reached the backend");
+    assert!(
+        reached < 200,
+        "{reached} of {sent} cancelled requests reached the backend"
+    );
 }
