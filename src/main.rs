@@ -157,7 +157,7 @@ fn summary(s: &Settings) -> String {
     let c = &s.session.cookie;
     let _ = writeln!(
         out,
-        "  session: cookie {} (secure: {}, http_only: {}, same_site: {}, {}), idle {}, absolute {}, headers {}*",
+        "  session: cookie {} (secure: {}, http_only: {}, same_site: {}, {}), idle {}, absolute {}, headers {}*, values {}",
         c.name,
         c.secure,
         c.http_only,
@@ -165,7 +165,8 @@ fn summary(s: &Settings) -> String {
         c.signer.as_ref().map_or("unsigned".to_owned(), |s| format!("signed, {} keys", s.key_count())),
         d(s.session.lifetime.idle),
         d(s.session.lifetime.absolute),
-        s.session.prefix.as_str()
+        s.session.prefix.as_str(),
+        s.session.sealer.as_ref().map_or("stored as sent".to_owned(), |s| format!("encrypted, {} keys", s.key_count())),
     );
     let _ = writeln!(out, "  routes ({}, first match wins):", s.routes.len());
     for (i, r) in s.routes.iter().enumerate() {
