@@ -13,11 +13,12 @@ use http::Uri;
 use super::file::{FileConfig, OnUnavailable, RouteFile, SameSite, SessionMode, StoreFile};
 use super::Problem;
 use crate::session::fingerprint::Fingerprints;
+use crate::session::keys::MIN_KEY_BYTES;
 use crate::session::lifetime::Lifetime;
 use crate::session::prefix::HeaderPrefix;
 use crate::session::record::MAX_ATTRIBUTES;
 use crate::session::sealing::Sealer;
-use crate::session::signing::{Signer, MIN_KEY_BYTES};
+use crate::session::signing::Signer;
 use crate::store::url::StoreUrl;
 use crate::upstream::forwarded::TrustedProxies;
 
@@ -259,32 +260,18 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         &cookie.signing_keys_env,
         &mut problems,
     );
-    let signer = signing_keys.as_ref().and_then(|keys| {
-        Signer::new(keys)
-            .map_err(|err| {
-                problems.add(
-                    keys_path(&cookie.signing_keys_file, "session.cookie.signing_keys"),
-                    key_problem(err),
-                )
-            })
-            .ok()
-    });
+    let signer = signing_keys
+        .as_ref()
+        .and_then(|keys| keys.make(Signer::new, &mut problems));
     let encryption_keys = read_keys(
         "session.encryption_keys",
         &session.encryption_keys_file,
         &session.encryption_keys_env,
         &mut problems,
     );
-    let sealer = encryption_keys.as_ref().and_then(|keys| {
-        Sealer::new(keys)
-            .map_err(|err| {
-                problems.add(
-                    keys_path(&session.encryption_keys_file, "session.encryption_keys"),
-                    key_problem(err),
-                )
-            })
-            .ok()
-    });
+    let sealer = encryption_keys
+        .as_ref()
+        .and_then(|keys| keys.make(Sealer::new, &mut problems));
     if encryption_keys.is_some() && signing_keys.is_none() {
         // Each Redis key holds its session id; unsigned, an id read from a dump is a working
         // cookie, and sealing the values would protect nothing that matters.
@@ -297,7 +284,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
     let newest_key = signing_keys
         .iter()
         .chain(encryption_keys.iter())
-        .find_map(|keys| keys.first().cloned());
+        .find_map(|list| list.keys.first().cloned());
     let fingerprints = Fingerprints::new(newest_key.as_deref()).unwrap_or_else(|err| {
         problems.add(
             "session",
@@ -433,6 +420,30 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
     }
 }
 
+/// A key list as read, with the key path its problems are reported under.
+struct KeyList {
+    path: String,
+    keys: Vec<Vec<u8>>,
+}
+
+impl KeyList {
+    /// The signer or sealer these keys make, or a problem that says why not.
+    fn make<T>(
+        &self,
+        make: impl FnOnce(&[Vec<u8>]) -> Result<T, String>,
+        problems: &mut Problems,
+    ) -> Option<T> {
+        make(&self.keys)
+            .map_err(|err| {
+                problems.add(
+                    &self.path,
+                    format!("{err} (at least {MIN_KEY_BYTES} bytes each, newest first)"),
+                )
+            })
+            .ok()
+    }
+}
+
 /// Reads a key list from its file (`<what>_file`) or environment variable (`<what>_env`),
 /// never from the YAML. One key per line (or comma-separated from the environment), newest
 /// first; `#` starts a comment line.
@@ -441,54 +452,42 @@ fn read_keys(
     file: &Option<String>,
     env: &Option<String>,
     problems: &mut Problems,
-) -> Option<Vec<Vec<u8>>> {
-    let text = match (file, env) {
+) -> Option<KeyList> {
+    let (path, text) = match (file, env) {
         (None, None) => return None,
         (Some(_), Some(_)) => {
             let leaf = what.rsplit('.').next().unwrap_or(what);
             problems.add(what, format!("{leaf}_file and {leaf}_env: choose one"));
             return None;
         }
-        (Some(path), None) => match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(err) => {
-                problems.add(
-                    format!("{what}_file"),
-                    format!("cannot read `{path}`: {err}"),
-                );
-                return None;
+        (Some(file), None) => {
+            let path = format!("{what}_file");
+            match std::fs::read_to_string(file) {
+                Ok(text) => (path, text),
+                Err(err) => {
+                    problems.add(path, format!("cannot read `{file}`: {err}"));
+                    return None;
+                }
             }
-        },
-        (None, Some(name)) => match std::env::var(name) {
-            Ok(text) => text.replace(',', "\n"),
-            Err(_) => {
-                problems.add(
-                    format!("{what}_env"),
-                    format!("environment variable `{name}` is not set"),
-                );
-                return None;
+        }
+        (None, Some(name)) => {
+            let path = format!("{what}_env");
+            match std::env::var(name) {
+                Ok(text) => (path, text.replace(',', "\n")),
+                Err(_) => {
+                    problems.add(path, format!("environment variable `{name}` is not set"));
+                    return None;
+                }
             }
-        },
+        }
     };
-    Some(
-        text.lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|key| key.as_bytes().to_vec())
-            .collect(),
-    )
-}
-
-/// The key path a problem with a key list is reported under.
-fn keys_path(file: &Option<String>, what: &str) -> String {
-    match file {
-        Some(_) => format!("{what}_file"),
-        None => format!("{what}_env"),
-    }
-}
-
-fn key_problem(err: String) -> String {
-    format!("{err} (at least {MIN_KEY_BYTES} bytes each, newest first)")
+    let keys = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|key| key.as_bytes().to_vec())
+        .collect();
+    Some(KeyList { path, keys })
 }
 
 /// Merges `store.username`, `store.password_env` and `store.password_file` into the URL.

@@ -6,6 +6,7 @@
 pub mod cookie;
 pub mod fingerprint;
 pub mod id;
+pub mod keys;
 pub mod lifetime;
 pub mod persist;
 pub mod prefix;

@@ -22,8 +22,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::id::SessionId;
+use super::keys;
 use super::record::Record;
-use super::signing::MIN_KEY_BYTES;
 
 const MARKER: [u8; 2] = [0x00, 0x01];
 const NONCE_BYTES: usize = 24;
@@ -50,28 +50,13 @@ pub enum Unreadable {
 }
 
 impl Sealer {
-    /// `keys`, newest first; each at least `MIN_KEY_BYTES` of key material.
+    /// `keys`, newest first; each at least `keys::MIN_KEY_BYTES` of key material.
     pub fn new(keys: &[Vec<u8>]) -> Result<Sealer, String> {
-        if keys.is_empty() {
-            return Err("no encryption key".into());
-        }
-        let keys = keys
-            .iter()
-            .enumerate()
-            .map(|(i, material)| {
-                if material.len() < MIN_KEY_BYTES {
-                    return Err(format!(
-                        "key {} is shorter than {MIN_KEY_BYTES} bytes",
-                        i + 1
-                    ));
-                }
-                let mut kdf = <Hmac<Sha256> as Mac>::new_from_slice(material)
-                    .map_err(|_| format!("key {} is not usable", i + 1))?;
-                kdf.update(CONTEXT);
-                let key = kdf.finalize().into_bytes();
-                Ok(XChaCha20Poly1305::new(&key))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = keys::each(keys, "encryption", |material| {
+            let mut kdf = <Hmac<Sha256> as Mac>::new_from_slice(material).ok()?;
+            kdf.update(CONTEXT);
+            Some(XChaCha20Poly1305::new(&kdf.finalize().into_bytes()))
+        })?;
         Ok(Sealer { keys })
     }
 

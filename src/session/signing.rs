@@ -12,11 +12,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::id::SessionId;
+use super::keys;
 
 type HmacSha256 = Hmac<Sha256>;
-
-/// The shortest key accepted: 32 bytes, the HMAC-SHA256 block's worth of secret.
-pub const MIN_KEY_BYTES: usize = 32;
 
 /// Separates the signed message from anything else this key might ever sign.
 const CONTEXT: &[u8] = b"stickless session cookie v1\0";
@@ -27,24 +25,9 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// `keys`, newest first; each at least `MIN_KEY_BYTES` long.
+    /// `keys`, newest first; each at least `keys::MIN_KEY_BYTES` long.
     pub fn new(keys: &[Vec<u8>]) -> Result<Signer, String> {
-        if keys.is_empty() {
-            return Err("no signing key".into());
-        }
-        let keys = keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| {
-                if key.len() < MIN_KEY_BYTES {
-                    return Err(format!(
-                        "key {} is shorter than {MIN_KEY_BYTES} bytes",
-                        i + 1
-                    ));
-                }
-                HmacSha256::new_from_slice(key).map_err(|_| format!("key {} is not usable", i + 1))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = keys::each(keys, "signing", |key| HmacSha256::new_from_slice(key).ok())?;
         Ok(Signer { keys })
     }
 
