@@ -17,7 +17,10 @@
 #
 # Everything started here is stopped on exit. Bounded: about a minute plus the build.
 #
-# Usage: scripts/load.sh            (env: DURATION=10s THREADS=2 CONNECTIONS=32)
+# With SECRETS=1, stickless signs its cookies and seals values at rest (fresh random keys), so
+# run b includes verifying the cookie and opening the two values.
+#
+# Usage: scripts/load.sh            (env: DURATION=10s THREADS=2 CONNECTIONS=32 SECRETS=0)
 
 set -euo pipefail
 
@@ -25,6 +28,7 @@ DURATION=${DURATION:-10s}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 WARMUP=${WARMUP:-2s}
+SECRETS=${SECRETS:-0}
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -202,6 +206,13 @@ wait_http "http://127.0.0.1:$NGINX_PROXY_PORT/" "nginx (proxy)"
 # --- stickless ---------------------------------------------------------------------------
 
 free_port PROXY_PORT
+SIGNING="" SEALING=""
+if [ "$SECRETS" = 1 ]; then
+    head -c 48 /dev/urandom | base64 >"$TMP/signing.keys"
+    head -c 48 /dev/urandom | base64 >"$TMP/sealing.keys"
+    SIGNING="    signing_keys_file: \"$TMP/signing.keys\""
+    SEALING="  encryption_keys_file: \"$TMP/sealing.keys\""
+fi
 cat >"$TMP/proxy.yaml" <<EOF
 listen: "127.0.0.1:$PROXY_PORT"
 store:
@@ -210,6 +221,8 @@ store:
 session:
   cookie:
     secure: false   # plain http on loopback
+$SIGNING
+$SEALING
 routes:
   - match: { path_prefix: "/plain" }
     upstreams: ["http://127.0.0.1:$NGINX_PORT"]
@@ -233,7 +246,7 @@ COOKIE="SESSION=$session"
 whoami=$(curl -s -H "Cookie: $COOKIE" "$PROXY/whoami")
 [ "$whoami" = "user=alice role=admin" ] ||
     die "the backend did not receive the session (got: $whoami)"
-fields=$(rcli hgetall "stickless-load:session:$session" | paste -sd ' ')
+fields=$(rcli --no-raw hgetall "stickless-load:session:${session%%.*}" | paste -sd ' ')
 say "session created: backend sees '$whoami'; Redis hash: $fields"
 
 # --- Runs --------------------------------------------------------------------------------
@@ -278,7 +291,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 per_request() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
 
 echo
-echo "stickless load test: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $(nproc) CPUs, all on 127.0.0.1"
+echo "stickless load test: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $(nproc) CPUs, all on 127.0.0.1$([ "$SECRETS" = 1 ] && echo ", signed cookies + sealed values")"
 echo "backend: nginx (1 worker) answering a 23-byte 200; store: redis-server $("$REDIS_SERVER" --version | awk '{print $3}' | sed 's/v=//')"
 echo
 printf '%-44s %12s %10s\n' "path" "requests/s" "vs direct"
