@@ -65,8 +65,10 @@ impl Proxy {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let mut session = Fingerprint::default();
-        let response = match self.handle_inner(request, peer, &mut session).await {
+        let mut seen = None;
+        let result = self.handle_inner(request, peer, &mut seen).await;
+        let session = self.session.fingerprints.show(seen.as_ref());
+        let response = match result {
             Ok(response) => response,
             Err(err) => {
                 let cause = std::error::Error::source(&err)
@@ -83,12 +85,12 @@ impl Proxy {
         response
     }
 
-    /// `session` is filled in for the logs as soon as the request has one.
+    /// `seen` is the session the request was served with or issued, for the logs.
     async fn handle_inner(
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
-        session_seen: &mut Fingerprint,
+        seen: &mut Option<SessionId>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // 1. Route.
         if !is_safe_path(request.uri().path()) {
@@ -125,7 +127,7 @@ impl Proxy {
             SessionMode::On | SessionMode::Required => self.resolve_session(&parts.headers).await?,
         };
         if let Some(session) = &session {
-            session_seen.0 = Some(self.fingerprint(&session.id));
+            *seen = Some(session.id.clone());
         }
         if route.session == SessionMode::Required && session.is_none() {
             return Ok(deny_anonymous(route));
@@ -186,8 +188,9 @@ impl Proxy {
         let set_cookie = match change {
             CookieChange::Keep => None,
             CookieChange::Issue(id) => {
-                session_seen.0 = Some(self.fingerprint(&id));
-                cookie::set_cookie(&self.session.cookie, &id)
+                let value = cookie::set_cookie(&self.session.cookie, &id);
+                *seen = Some(id);
+                value
             }
             CookieChange::Clear => cookie::clear_cookie(&self.session.cookie),
         };
@@ -201,10 +204,6 @@ impl Proxy {
             head,
             body::from_backend(body, self.session.prefix.clone()),
         ))
-    }
-
-    fn fingerprint(&self, id: &SessionId) -> String {
-        self.session.fingerprints.of(id.as_str().as_bytes())
     }
 
     fn redacted<'a>(&'a self, headers: &'a http::HeaderMap) -> Redacted<'a> {
@@ -229,17 +228,6 @@ impl Proxy {
             }
             Err(err) => Err(ProxyError::Store(err)),
         }
-    }
-}
-
-/// The session a request was served with (or was issued), as the logs show it: a keyed hash,
-/// never the id; `-` for none.
-#[derive(Default)]
-struct Fingerprint(Option<String>);
-
-impl std::fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0.as_deref().unwrap_or("-"))
     }
 }
 

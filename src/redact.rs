@@ -108,7 +108,7 @@ mod tests {
             );
         }
         headers.insert("accept", HeaderValue::from_static("text/html"));
-        let fingerprints = Fingerprints::new(Some(&[1; 32])).expect("key");
+        let fingerprints = Fingerprints::keyed(&[1; 32]);
         let prefix = HeaderPrefix::default();
         let shown = format!("{:?}", Redacted::new(&headers, &prefix, &fingerprints));
         for leaked in [

@@ -285,13 +285,16 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         .iter()
         .chain(encryption_keys.iter())
         .find_map(|list| list.keys.first().cloned());
-    let fingerprints = Fingerprints::new(newest_key.as_deref()).unwrap_or_else(|err| {
-        problems.add(
-            "session",
-            format!("the operating system's random source failed: {err}"),
-        );
-        Fingerprints::new(Some(&[0; 32])).unwrap_or_else(|_| unreachable!("no randomness needed"))
-    });
+    let fingerprints = match newest_key {
+        Some(key) => Fingerprints::keyed(&key),
+        None => Fingerprints::random().unwrap_or_else(|err| {
+            problems.add(
+                "session",
+                format!("the operating system's random source failed: {err}"),
+            );
+            Fingerprints::keyed(&[])
+        }),
+    };
     if session.idle_timeout < Duration::from_secs(1) {
         problems.add("session.idle_timeout", "must be at least 1s");
     }

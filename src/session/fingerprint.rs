@@ -6,10 +6,12 @@
 //! every instance of a fleet prints the same fingerprint for a session; without, it is random
 //! per process, and fingerprints only correlate within one process's logs.
 
-use std::fmt::Write;
+use std::fmt::{self, Write};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use super::id::SessionId;
 
 const CONTEXT: &[u8] = b"stickless log fingerprint v1";
 /// 48 bits: plenty to tell the sessions in a log apart, far too few to stand in for an id.
@@ -21,22 +23,30 @@ pub struct Fingerprints {
 }
 
 impl Fingerprints {
-    /// Keyed by `material` (a configured key), or by fresh randomness when there is none.
-    pub fn new(material: Option<&[u8]>) -> Result<Fingerprints, getrandom::Error> {
-        let mut random = [0u8; 32];
-        let material = match material {
-            Some(material) => material,
-            None => {
-                getrandom::fill(&mut random)?;
-                &random
-            }
-        };
+    /// Keyed by `material`, a configured key.
+    pub fn keyed(material: &[u8]) -> Fingerprints {
         let mut kdf = Hmac::<Sha256>::new_from_slice(material)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         kdf.update(CONTEXT);
         let key = Hmac::<Sha256>::new_from_slice(&kdf.finalize().into_bytes())
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        Ok(Fingerprints { key })
+        Fingerprints { key }
+    }
+
+    /// Keyed by fresh randomness, when no key is configured.
+    pub fn random() -> Result<Fingerprints, getrandom::Error> {
+        let mut material = [0u8; 32];
+        getrandom::fill(&mut material)?;
+        Ok(Fingerprints::keyed(&material))
+    }
+
+    /// `id` as a log line shows it (`-` for none). The hash is computed only if a line is
+    /// actually written, so filtered-out logs cost nothing on the request path.
+    pub fn show<'a>(&'a self, id: Option<&'a SessionId>) -> Shown<'a> {
+        Shown {
+            fingerprints: self,
+            id,
+        }
     }
 
     /// Twelve hex digits for the id (or cookie value) `id`.
@@ -52,9 +62,24 @@ impl Fingerprints {
     }
 }
 
-impl std::fmt::Debug for Fingerprints {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Fingerprints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Fingerprints(<key>)")
+    }
+}
+
+/// A session in a log line; see `Fingerprints::show`.
+pub struct Shown<'a> {
+    fingerprints: &'a Fingerprints,
+    id: Option<&'a SessionId>,
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.id {
+            Some(id) => f.write_str(&self.fingerprints.of(id.as_str().as_bytes())),
+            None => f.write_str("-"),
+        }
     }
 }
 
@@ -64,10 +89,10 @@ mod tests {
 
     #[test]
     fn fingerprints_are_short_stable_per_key_and_keyed() {
-        let a = Fingerprints::new(Some(&[1; 32])).expect("key");
-        let again = Fingerprints::new(Some(&[1; 32])).expect("key");
-        let other = Fingerprints::new(Some(&[2; 32])).expect("key");
-        let random = Fingerprints::new(None).expect("randomness");
+        let a = Fingerprints::keyed(&[1; 32]);
+        let again = Fingerprints::keyed(&[1; 32]);
+        let other = Fingerprints::keyed(&[2; 32]);
+        let random = Fingerprints::random().expect("randomness");
         let fp = a.of(b"some-session-id");
         assert_eq!(fp.len(), 12);
         assert!(fp.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -75,5 +100,8 @@ mod tests {
         assert_ne!(fp, a.of(b"another-session-id"));
         assert_ne!(fp, other.of(b"some-session-id"));
         assert_ne!(fp, random.of(b"some-session-id"));
+        let id = SessionId::generate().expect("randomness");
+        assert_eq!(a.show(Some(&id)).to_string(), a.of(id.as_str().as_bytes()));
+        assert_eq!(a.show(None).to_string(), "-");
     }
 }

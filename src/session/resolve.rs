@@ -35,7 +35,7 @@ pub async fn resolve(
     let record = match open_record(settings.sealer.as_ref(), &id, loaded.record) {
         Ok(record) => record,
         Err(why) => {
-            let session = settings.fingerprints.of(id.as_str().as_bytes());
+            let session = settings.fingerprints.show(Some(&id));
             warn!(%session, reason = %why, "session cannot be read; served as no session");
             return Ok(None);
         }
