@@ -7,7 +7,7 @@ use http::{HeaderValue, Response, StatusCode};
 use crate::session::persist::PersistError;
 use crate::session::update::MalformedUpdate;
 use crate::store::StoreError;
-use crate::upstream::body::{full, ProxyBody};
+use crate::upstream::body::{full, ProxyBody, Refusal};
 use crate::upstream::UpstreamError;
 
 /// Where a failure came from: the client, an upstream (backend), the session store, or us.
@@ -25,10 +25,8 @@ pub enum ProxyError {
     NoRoute,
     #[error("the request path has dot segments")]
     UnsafePath,
-    #[error("the request body is larger than the route allows")]
-    BodyTooLarge,
-    #[error("the client stopped sending its request body")]
-    BodyIdle,
+    #[error(transparent)]
+    Body(#[from] Refusal),
     #[error("the backend's response is framed by both Content-Length and Transfer-Encoding")]
     AmbiguousResponse,
     #[error(transparent)]
@@ -59,10 +57,7 @@ const STORE_RETRY_AFTER: HeaderValue = HeaderValue::from_static("2");
 impl ProxyError {
     pub fn origin(&self) -> Origin {
         match self {
-            ProxyError::NoRoute
-            | ProxyError::UnsafePath
-            | ProxyError::BodyTooLarge
-            | ProxyError::BodyIdle => Origin::Client,
+            ProxyError::NoRoute | ProxyError::UnsafePath | ProxyError::Body(_) => Origin::Client,
             ProxyError::Upstream(_) | ProxyError::BadUpdate(_) | ProxyError::AmbiguousResponse => {
                 Origin::Upstream
             }
@@ -76,8 +71,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::UnsafePath => StatusCode::BAD_REQUEST,
-            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BodyIdle => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Body(Refusal::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Body(Refusal::Idle) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::AmbiguousResponse => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) | ProxyError::BadUpdate(_) => StatusCode::BAD_GATEWAY,
@@ -120,8 +115,8 @@ mod tests {
         let cases = [
             (ProxyError::NoRoute, 404, Origin::Client),
             (ProxyError::UnsafePath, 400, Origin::Client),
-            (ProxyError::BodyTooLarge, 413, Origin::Client),
-            (ProxyError::BodyIdle, 408, Origin::Client),
+            (ProxyError::Body(Refusal::TooLarge), 413, Origin::Client),
+            (ProxyError::Body(Refusal::Idle), 408, Origin::Client),
             (ProxyError::AmbiguousResponse, 502, Origin::Upstream),
             (
                 ProxyError::Upstream(UpstreamError::Unreachable(None)),

@@ -102,7 +102,7 @@ impl Proxy {
             let announced = request.headers().get(http::header::CONTENT_LENGTH);
             let length = announced.and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             if length.is_some_and(|length| length > limit) {
-                return Err(ProxyError::BodyTooLarge);
+                return Err(Refusal::TooLarge.into());
             }
         }
         let (mut parts, body) = request.into_parts();
@@ -150,13 +150,9 @@ impl Proxy {
         let watch = body.attempt();
         let response = match self.upstream.forward(&route.upstreams, parts, body).await {
             Ok(response) => response,
-            Err(err) => {
-                return Err(match watch.refusal() {
-                    Some(Refusal::TooLarge) => ProxyError::BodyTooLarge,
-                    Some(Refusal::Idle) => ProxyError::BodyIdle,
-                    None => err.into(),
-                })
-            }
+            // A body the proxy stopped reading is the client's failure, whatever the upstream
+            // side made of it.
+            Err(err) => return Err(watch.refusal().map_or_else(|| err.into(), ProxyError::Body)),
         };
 
         // 6. Apply updates: read the backend's control headers and remove them.
