@@ -55,10 +55,10 @@ pub fn apply(headers: &mut HeaderMap, peer: IpAddr, trusted: &TrustedProxies) {
             &X_FORWARDED_PORT,
             &X_FORWARDED_PREFIX,
             &X_REAL_IP,
+            &FORWARDED,
         ] {
             headers.remove(name);
         }
-        headers.remove(FORWARDED);
     }
     let mut chain = String::new();
     for value in headers.get_all(&X_FORWARDED_FOR) {

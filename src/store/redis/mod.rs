@@ -159,10 +159,7 @@ impl RedisStore {
             })
             .await
             .map_err(classify)?;
-        let acked = match values.pop() {
-            Some(redis::Value::Int(n)) => n,
-            _ => 0,
-        };
+        let acked = int(values.pop().as_ref());
         if acked < i64::from(durability.replicas) {
             return Err(StoreError::NotDurable {
                 acked,
