@@ -65,7 +65,7 @@ impl Activity {
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(NEVER - 1)
+        millis(self.0.opened.elapsed())
     }
 
     fn saw_bytes(&self) {
