@@ -3,8 +3,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use http::uri::Authority;
-
 use super::health::Health;
 use crate::config::HealthSettings;
 
@@ -74,23 +72,12 @@ impl<'a> Iterator for Order<'a> {
     }
 }
 
-impl Order<'_> {
-    /// How many upstreams are left to try, this one included.
-    pub fn total(&self) -> usize {
-        self.set.members.len()
-    }
-}
-
-/// For routing tests and summaries: the addresses in configuration order.
-pub fn authorities(set: &UpstreamSet) -> impl Iterator<Item = &Authority> {
-    set.members.iter().map(|m| m.authority())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
     use crate::upstream::health::{Failure, HealthRegistry};
+    use http::uri::Authority;
     use prometheus_client::metrics::counter::Counter;
     use std::time::Duration;
 
