@@ -22,9 +22,14 @@ use crate::upstream::body::{full, ProxyBody};
 /// A health checker or scraper that stops sending is cut off after this.
 const HEADER_READ: Duration = Duration::from_secs(10);
 
+/// How often the store is pinged for `stickless_store_up` between scrapes.
+const STORE_PROBE: Duration = Duration::from_secs(5);
+
 /// Serves until the task is aborted (at the end of the drain).
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
     let mut connections = JoinSet::new();
+    // Owned by the set, so it ends with the listener.
+    connections.spawn(probe_store(proxy.clone()));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -72,17 +77,32 @@ async fn answer(proxy: &Proxy, request: Request<Incoming>) -> Response<ProxyBody
     }
 }
 
+/// Keeps `stickless_store_up` current even when nobody asks `/readyz`.
+async fn probe_store(proxy: Arc<Proxy>) {
+    let mut ticks = tokio::time::interval(STORE_PROBE);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        store_answers(&proxy).await;
+    }
+}
+
+/// Pings the store within `store.timeout` and records the result in `stickless_store_up`.
+async fn store_answers(proxy: &Proxy) -> bool {
+    let timeout = proxy.live().settings.store.timeout;
+    let reached = tokio::time::timeout(timeout, proxy.store().ping()).await;
+    let up = matches!(reached, Ok(Ok(())));
+    proxy.metrics().store_up.set(i64::from(up));
+    up
+}
+
 /// Ready: not draining, and the store answers within `store.timeout`. The answer says
 /// which check failed, for the operator reading it with curl.
 async fn readiness(proxy: &Proxy) -> Response<ProxyBody> {
     if proxy.is_draining() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
     }
-    let timeout = proxy.live().settings.store.timeout;
-    let reached = tokio::time::timeout(timeout, proxy.store().ping()).await;
-    let up = matches!(reached, Ok(Ok(())));
-    proxy.metrics().store_up.set(i64::from(up));
-    if up {
+    if store_answers(proxy).await {
         text(StatusCode::OK, "ready\n")
     } else {
         text(StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n")

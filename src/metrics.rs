@@ -177,7 +177,7 @@ impl Metrics {
         );
         registry.register(
             "store_up",
-            "1 when the last store check (readiness probe or start-up) answered, else 0",
+            "1 when the last store ping (every 5 s with an admin listener, and on each /readyz) answered within store.timeout, else 0",
             metrics.store_up.clone(),
         );
         registry.register(
