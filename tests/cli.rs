@@ -16,14 +16,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_stickless");
 
 fn write_config(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("stickless-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap_or(&dir)).expect("temp dir");
     std::fs::write(&path, text).expect("write config");
     path
 }
 
 fn check(text: &str) -> Output {
-    let path = write_config("check.yaml", text);
+    // Tests run in parallel: each check gets a folder of its own for its `check.yaml`.
+    static CHECKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = write_config(&format!("check-{n}/check.yaml"), text);
     Command::new(BIN)
         .args(["check", "--config"])
         .arg(&path)
@@ -55,11 +58,18 @@ fn check_reports_what_is_wrong_and_where() {
     let base = "store:\n  url: \"memory://\"\nroutes:\n  - match: { path_prefix: \"/\" }\n    upstreams: [\"http://127.0.0.1:9001\"]\n";
     let redis_base = "routes:\n  - match: { path_prefix: \"/\" }\n    upstreams: [\"http://127.0.0.1:9001\"]\nstore:\n  url: \"URL\"\n";
     let cases: &[(String, &[&str])] = &[
-        (format!("{base}colour: blue\n"), &["unknown field `colour`"]),
+        (
+            format!("{base}colour: blue\n"),
+            &["unknown field `colour`", "check.yaml:6: colour"],
+        ),
         (base.replace("url:", "uri:"), &["unknown field `uri`"]),
         (
             format!("{base}  - match: {{ path_prefix: \"/x\" }}\n    upstreams: [\"ftp://h:1\"]\n"),
-            &["routes[1].upstreams[0]", "http://"],
+            &[
+                "routes[1].upstreams[0]",
+                "http://",
+                "check.yaml:7: routes[1]",
+            ],
         ),
         (
             base.replace("\"/\"", "\"api\""),
@@ -67,11 +77,11 @@ fn check_reports_what_is_wrong_and_where() {
         ),
         (
             format!("{base}session:\n  idle_timeout: soon\n"),
-            &["session.idle_timeout", "check.yaml:"],
+            &["session.idle_timeout", "check.yaml:7: session.idle_timeout"],
         ),
         (
             format!("{base}session:\n  cookie:\n    same_site: none\n    secure: false\n"),
-            &["session.cookie.same_site"],
+            &["check.yaml:8: session.cookie.same_site"],
         ),
         (base.replace("memory://", "mysql://db"), &["store.url"]),
         (
@@ -151,6 +161,27 @@ fn check_reports_what_is_wrong_and_where() {
         .expect("run");
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("/nonexistent/proxy.yaml"));
+}
+
+#[test]
+fn check_reports_every_shape_error_at_once() {
+    let output = check(
+        "store:\n  url: \"memory://\"\n  uri: \"memory://\"\nroutes:\n  - match: { path_prefix: \"/\" }\n    upstreams: [\"http://127.0.0.1:9001\"]\n    colour: red\n  - match: { path_prefix: \"/x\", hots: a }\n    upstreams: [\"http://127.0.0.1:9001\"]\n    session: sometimes\nsession:\n  cookie:\n    nmae: SESSION\n",
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    for needle in [
+        "5 problems",
+        "check.yaml:3: store.uri: unknown field `uri`",
+        "check.yaml:7: routes[0].colour: unknown field `colour`",
+        "check.yaml:8: routes[1].match.hots: unknown field `hots`",
+        "check.yaml:10: routes[1].session: unknown variant `sometimes`",
+        "check.yaml:13: session.cookie.nmae: unknown field `nmae`",
+    ] {
+        assert!(message.contains(needle), "{message} lacks {needle:?}");
+    }
+    // One problem a line, so that each can be jumped to.
+    assert_eq!(message.lines().count(), 6, "{message}");
 }
 
 #[test]
