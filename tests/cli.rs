@@ -185,6 +185,74 @@ fn check_reports_every_shape_error_at_once() {
 }
 
 #[test]
+fn check_refuses_a_login_url_that_loops() {
+    let route = |prefix: &str, extra: &str| {
+        format!("  - match: {{ path_prefix: \"{prefix}\" }}\n    upstreams: [\"http://127.0.0.1:9001\"]\n{extra}")
+    };
+    let hosted = |host: &str, extra: &str| {
+        format!("  - match: {{ path_prefix: \"/\", host: \"{host}\" }}\n    upstreams: [\"http://127.0.0.1:9001\"]\n{extra}")
+    };
+    let required = |login: &str| format!("    session: required\n    login_url: \"{login}\"\n");
+    let config =
+        |routes: &[String]| format!("store:\n  url: \"memory://\"\nroutes:\n{}", routes.concat());
+    let loops = [
+        // The route sends to itself.
+        (
+            config(&[route("/", &required("/login"))]),
+            "check.yaml:7: routes[0].login_url",
+            "routes[0] (this route)",
+        ),
+        // Another route that requires a session takes the login page first.
+        (
+            config(&[
+                route("/login", "    session: required\n"),
+                route("/", &required("/login?next=/")),
+            ]),
+            "check.yaml:10: routes[1].login_url",
+            "routes[0],",
+        ),
+        // An absolute URL on the route's own host (any case, any port).
+        (
+            config(&[hosted(
+                "app.example.com",
+                &required("https://APP.example.com:8443/login"),
+            )]),
+            "check.yaml:7: routes[0].login_url",
+            "routes[0] (this route)",
+        ),
+    ];
+    for (text, at, target) in loops {
+        let output = check(&text);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        let message = stderr(&output);
+        for needle in [&format!("{at}: `"), target, "requires a session", "loop"] {
+            assert!(message.contains(needle), "{message} lacks {needle:?}");
+        }
+    }
+    let fine = [
+        // The login page is served by a route that does not require a session.
+        config(&[
+            route("/login", "    session: \"off\"\n"),
+            route("/", &required("/login")),
+        ]),
+        config(&[route("/login", ""), route("/", &required("/login"))]),
+        // On another host: an identity provider, or this proxy's route for that host.
+        config(&[route("/", &required("https://idp.example.org/login"))]),
+        config(&[route("/", &required("//idp.example.org/login"))]),
+        config(&[
+            hosted("app.example.com", &required("https://login.example.com/")),
+            hosted("login.example.com", ""),
+        ]),
+        // Without a login URL a request gets 401: nothing to loop.
+        config(&[route("/", "    session: required\n")]),
+    ];
+    for text in fine {
+        let output = check(&text);
+        assert!(output.status.success(), "{text}\n{}", stderr(&output));
+    }
+}
+
+#[test]
 fn run_refuses_a_bad_config_with_exit_2() {
     let path = write_config(
         "bad-run.yaml",

@@ -12,6 +12,7 @@ use http::Uri;
 
 use super::file::{FileConfig, OnUnavailable, RouteFile, SameSite, SessionMode, StoreFile};
 use super::Problem;
+use crate::routing::Destination;
 use crate::session::fingerprint::Fingerprints;
 use crate::session::keys::MIN_KEY_BYTES;
 use crate::session::lifetime::Lifetime;
@@ -327,12 +328,13 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
     if file.routes.is_empty() {
         problems.add("routes", "at least one route is needed");
     }
-    let routes = file
+    let routes: Vec<RouteSettings> = file
         .routes
         .into_iter()
         .enumerate()
         .map(|(i, route)| validate_route(&format!("routes[{i}]"), route, &mut problems))
         .collect();
+    refuse_login_loops(&routes, &mut problems);
 
     let timeouts = Timeouts {
         header_read: file.timeouts.header_read,
@@ -552,6 +554,60 @@ fn credentials(url: StoreUrl, store: &StoreFile, problems: &mut Problems) -> Sto
         target.password = password;
     }
     StoreUrl::Redis(target)
+}
+
+/// A `session: required` route sends a browser without a session to its `login_url`. If that
+/// URL is itself routed to a route that requires a session, the browser is sent there again
+/// and again, and nobody can ever log in.
+fn refuse_login_loops(routes: &[RouteSettings], problems: &mut Problems) {
+    for (i, route) in routes.iter().enumerate() {
+        let (SessionMode::Required, Some(login)) = (route.session, route.login_url.as_deref())
+        else {
+            continue;
+        };
+        let Ok(url) = login.parse::<Uri>() else {
+            continue;
+        };
+        let destination = match (url.scheme(), url.authority()) {
+            // A path: the browser stays on the host it asked for. For a route without a host,
+            // that is any host no route names (which only routes without a host take).
+            // `//host/path` is another host, without a scheme.
+            (None, None) if login.starts_with('/') && !login.starts_with("//") => {
+                Destination::new(route.host.as_deref(), url.path())
+            }
+            (Some(_), Some(authority)) => {
+                let destination = Destination::new(Some(authority.as_str()), url.path());
+                // We only know that we serve the URL's host when a route names it (this one,
+                // or another); any other host may well be someone else's login page, such as
+                // an identity provider's, even in front of a route without a host.
+                let ours = destination.host().is_some_and(|host| {
+                    routes
+                        .iter()
+                        .filter_map(|r| r.host.as_deref())
+                        .any(|named| named.eq_ignore_ascii_case(host))
+                });
+                if !ours {
+                    continue;
+                }
+                destination
+            }
+            _ => continue,
+        };
+        let taken = routes
+            .iter()
+            .position(|r| destination.taken_by(r.host.as_deref(), &r.path_prefix));
+        if let Some(j) = taken.filter(|&j| routes[j].session == SessionMode::Required) {
+            let itself = if i == j { " (this route)" } else { "" };
+            problems.add(
+                format!("routes[{i}].login_url"),
+                format!(
+                    "`{login}` would redirect to routes[{j}]{itself}, which requires a session \
+                     itself, so the redirect would loop; serve the login page from a route with \
+                     `session: on` or `off`"
+                ),
+            );
+        }
+    }
 }
 
 fn validate_route(path: &str, route: RouteFile, problems: &mut Problems) -> RouteSettings {
