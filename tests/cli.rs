@@ -253,6 +253,39 @@ fn check_refuses_a_login_url_that_loops() {
 }
 
 #[test]
+fn check_says_listen_takes_an_ip_address() {
+    let routes = "store:\n  url: \"memory://\"\nroutes:\n  - match: { path_prefix: \"/\" }\n    upstreams: [\"http://127.0.0.1:9001\"]\n";
+    for name in ["localhost:8080", "proxy.internal:80"] {
+        let output = check(&format!("listen: \"{name}\"\n{routes}"));
+        assert_eq!(output.status.code(), Some(2));
+        let message = stderr(&output);
+        for needle in [
+            &format!("check.yaml:1: listen: `{name}`"),
+            "IP address and port",
+            "127.0.0.1:8080",
+            "[::]:8080",
+            "not a host name",
+        ] {
+            assert!(message.contains(needle), "{message} lacks {needle:?}");
+        }
+    }
+    for garbage in ["nowhere", "127.0.0.1", "1.2.3.4:99999"] {
+        let output = check(&format!("listen: \"{garbage}\"\n{routes}"));
+        assert_eq!(output.status.code(), Some(2));
+        let message = stderr(&output);
+        assert!(
+            message.contains("is not an address of the form host:port")
+                && !message.contains("host name"),
+            "{message}"
+        );
+    }
+    for good in ["127.0.0.1:0", "[::1]:8080", "0.0.0.0:80"] {
+        let output = check(&format!("listen: \"{good}\"\n{routes}"));
+        assert!(output.status.success(), "{good}: {}", stderr(&output));
+    }
+}
+
+#[test]
 fn run_refuses_a_bad_config_with_exit_2() {
     let path = write_config(
         "bad-run.yaml",

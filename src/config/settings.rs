@@ -156,14 +156,8 @@ impl Problems {
 pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
     let mut problems = Problems::default();
 
-    let listen = file.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
-        problems.add(
-            "listen",
-            format!(
-                "`{}` is not an address of the form host:port (e.g. 127.0.0.1:8080)",
-                file.listen
-            ),
-        );
+    let listen = listen_address(&file.listen).unwrap_or_else(|message| {
+        problems.add("listen", message);
         SocketAddr::from(([127, 0, 0, 1], 8080))
     });
 
@@ -554,6 +548,33 @@ fn credentials(url: StoreUrl, store: &StoreFile, problems: &mut Problems) -> Sto
         target.password = password;
     }
     StoreUrl::Redis(target)
+}
+
+/// The listener's address. Host names are refused rather than resolved: a name can stand for
+/// several addresses (`localhost` for 127.0.0.1 and ::1) while we would bind one of them,
+/// picked by the resolver at start, and what it stands for may change under a running proxy.
+fn listen_address(raw: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = raw.parse() {
+        return Ok(address);
+    }
+    let named = raw.rsplit_once(':').is_some_and(|(host, port)| {
+        port.parse::<u16>().is_ok()
+            && host.bytes().any(|b| b.is_ascii_alphabetic())
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    });
+    Err(if named {
+        format!(
+            "`{raw}` names a host: listen takes an IP address and port \
+             (e.g. 127.0.0.1:8080 or [::]:8080), not a host name"
+        )
+    } else {
+        format!("`{raw}` is not an address of the form host:port (e.g. 127.0.0.1:8080)")
+    })
 }
 
 /// A `session: required` route sends a browser without a session to its `login_url`. If that
