@@ -22,6 +22,7 @@
 //! | [`redact`] | what debug logs may show of headers (no cookies, credentials or session data) |
 //! | [`error`] | failures by origin (client, upstream, store, internal), mapped to statuses in one place |
 //! | [`demo`] | `stickless demo`: embedded store, two demo app instances, the proxy in front |
+//! | [`report`] | an error and its causes as one line, each cause said once |
 
 pub mod config;
 pub mod demo;
@@ -29,6 +30,7 @@ pub mod error;
 pub mod listener;
 pub mod proxy;
 pub mod redact;
+pub mod report;
 pub mod routing;
 pub mod session;
 pub mod store;

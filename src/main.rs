@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 
 use stickless::config::{RouteSettings, Settings};
 use stickless::listener::Server;
+use stickless::report::chain;
 
 #[derive(Parser)]
 #[command(
@@ -268,16 +269,4 @@ fn init_logging() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-}
-
-/// An error with its causes, `a: b: c`.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -286,6 +286,37 @@ fn check_says_listen_takes_an_ip_address() {
 }
 
 #[test]
+fn check_connect_says_each_cause_once() {
+    let path = write_config(
+        "unreachable.yaml",
+        "store:\n  url: \"redis://127.0.0.1:1\"\nroutes:\n  - match: { path_prefix: \"/\" }\n    upstreams: [\"http://127.0.0.1:9001\"]\n",
+    );
+    let output = Command::new(BIN)
+        .args(["check", "--connect", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run stickless check --connect");
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("unreachable.yaml") && message.contains("redis://127.0.0.1:1"),
+        "{message}"
+    );
+    let parts: Vec<&str> = message
+        .trim()
+        .split(": ")
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(part),
+            "`{part}` said twice: {message}"
+        );
+    }
+}
+
+#[test]
 fn run_refuses_a_bad_config_with_exit_2() {
     let path = write_config(
         "bad-run.yaml",
