@@ -214,10 +214,12 @@ fn steps(path: &serde_path_to_error::Path) -> Vec<Step> {
     steps
 }
 
-/// Deserializes from the parsed tree as `serde_yaml::from_str` does from the text, so that
-/// reading section by section accepts exactly what reading the file at once did: a plain
-/// scalar such as `1234` or `true` is also a string where a string is wanted (a user name, a
-/// key prefix). Everything else is the tree's own deserializer.
+/// Deserializes from the parsed tree, close to what `serde_yaml::from_str` did from the text
+/// when the file was read at once: a plain integer such as `1234` is also a string where one
+/// is wanted (a user name, a key prefix), as it was. The tree keeps a number's value, not its
+/// spelling, so only integers, which are written as they print, are taken as strings; `1.10`
+/// or `true` where a string is wanted is refused (quote it) rather than silently becoming
+/// `1.1`. Everything else is the tree's own deserializer.
 struct Lenient<'de>(&'de Value);
 
 macro_rules! as_the_tree_does {
@@ -244,8 +246,7 @@ impl<'de> Deserializer<'de> for Lenient<'de> {
 
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         match self.0 {
-            Value::Number(n) => visitor.visit_string(n.to_string()),
-            Value::Bool(b) => visitor.visit_string(b.to_string()),
+            Value::Number(n) if n.is_i64() || n.is_u64() => visitor.visit_string(n.to_string()),
             Value::Tagged(tagged) => Lenient(&tagged.value).deserialize_string(visitor),
             other => other.deserialize_string(visitor),
         }
@@ -847,13 +848,23 @@ session:
 
     #[test]
     fn plain_scalars_are_strings_where_strings_are_wanted() {
-        let doc: Doc = match from_str("name: 1234\ninner: { flag: true, label: true }\n") {
+        let doc: Doc = match from_str("name: 1234\ninner: { flag: true, label: -7 }\n") {
             Ok(doc) => doc,
             Err(err) => panic!("{err:?}"),
         };
         assert_eq!(doc.name, "1234");
         assert!(doc.inner.as_ref().is_some_and(|i| i.flag));
-        assert_eq!(doc.inner.and_then(|i| i.label).as_deref(), Some("true"));
+        assert_eq!(doc.inner.and_then(|i| i.label).as_deref(), Some("-7"));
+        // Their spelling is not kept: refused rather than changed.
+        for (text, kind) in [
+            ("name: 1.10\n", "floating point"),
+            ("name: true\n", "boolean"),
+        ] {
+            let errors = shape_errors(text);
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].0, "name");
+            assert!(errors[0].1.contains(kind), "{errors:?}");
+        }
         let doc: Doc = match from_str("name: x\nitems:\n  - { id: 1, mode: off }\n") {
             Ok(doc) => doc,
             Err(err) => panic!("{err:?}"),
