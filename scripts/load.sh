@@ -20,7 +20,12 @@
 # With SECRETS=1, stickless signs its cookies and seals values at rest (fresh random keys), so
 # run b includes verifying the cookie and opening the two values.
 #
-# Usage: scripts/load.sh            (env: DURATION=10s THREADS=2 CONNECTIONS=32 SECRETS=0)
+# With BASELINE=/path/to/another/stickless (an older build, say), that binary runs beside this
+# one with the same configuration, and runs b and d alternate between the two ROUNDS times
+# (default 3); the medians and their ratio are printed: a before/after comparison in one run.
+#
+# Usage: scripts/load.sh            (env: DURATION=10s THREADS=2 CONNECTIONS=32 SECRETS=0
+#                                         BASELINE= ROUNDS=3)
 
 set -euo pipefail
 
@@ -29,6 +34,8 @@ THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 WARMUP=${WARMUP:-2s}
 SECRETS=${SECRETS:-0}
+BASELINE=${BASELINE:-}
+ROUNDS=${ROUNDS:-3}
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -236,6 +243,15 @@ STICKLESS_LOG=warn "$STICKLESS" run --config "$TMP/proxy.yaml" 2>"$TMP/stickless
 PIDS+=($!)
 wait_http "http://127.0.0.1:$PROXY_PORT/" stickless
 PROXY="http://127.0.0.1:$PROXY_PORT"
+if [ -n "$BASELINE" ]; then
+    [ -x "$BASELINE" ] || die "BASELINE=$BASELINE is not an executable"
+    free_port BASE_PORT
+    sed "s/127.0.0.1:$PROXY_PORT/127.0.0.1:$BASE_PORT/" "$TMP/proxy.yaml" >"$TMP/baseline.yaml"
+    "$BASELINE" check --config "$TMP/baseline.yaml" >/dev/null
+    STICKLESS_LOG=warn "$BASELINE" run --config "$TMP/baseline.yaml" 2>"$TMP/baseline.log" &
+    PIDS+=($!)
+    wait_http "http://127.0.0.1:$BASE_PORT/" "stickless (baseline)"
+fi
 
 # --- A session with two attributes -------------------------------------------------------
 
@@ -285,6 +301,24 @@ read -r ANON_CALLS ANON_DETAIL <<<"$(redis_calls)"
 run plain "$PROXY/plain"
 run nginxproxy "http://127.0.0.1:$NGINX_PROXY_PORT/"
 
+# --- Baseline: this build against another, alternating ------------------------------------
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+if [ -n "$BASELINE" ]; then
+    say "comparing with the baseline $BASELINE, $ROUNDS alternating rounds"
+    declare -a NEW_SESSION BASE_SESSION NEW_PLAIN BASE_PLAIN
+    for round in $(seq 1 "$ROUNDS"); do
+        run "session-$round" "$PROXY/" -H "Cookie: $COOKIE"
+        NEW_SESSION+=("${RPS[session-$round]}")
+        run "baseline-session-$round" "http://127.0.0.1:$BASE_PORT/" -H "Cookie: $COOKIE"
+        BASE_SESSION+=("${RPS[baseline-session-$round]}")
+        run "plain-$round" "$PROXY/plain"
+        NEW_PLAIN+=("${RPS[plain-$round]}")
+        run "baseline-plain-$round" "http://127.0.0.1:$BASE_PORT/plain"
+        BASE_PLAIN+=("${RPS[baseline-plain-$round]}")
+    done
+fi
+
 # --- Report ------------------------------------------------------------------------------
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -306,3 +340,15 @@ echo "ratio stickless (with session) / nginx reverse proxy: $(ratio "${RPS[sessi
 echo "ratio stickless (session: off) / nginx reverse proxy: $(ratio "${RPS[plain]}" "${RPS[nginxproxy]}")"
 echo "Redis commands per request, run b: $(per_request "$SESSION_CALLS" "${REQS[session]}") ($SESSION_CALLS calls / ${REQS[session]} requests; ${SESSION_DETAIL:-none})"
 echo "Redis commands per request, run c: $(per_request "$ANON_CALLS" "${REQS[anonymous]}") ($ANON_CALLS calls / ${REQS[anonymous]} requests${ANON_DETAIL:+; $ANON_DETAIL})"
+if [ -n "$BASELINE" ]; then
+    m() { printf '%s\n' "$@" | median; }
+    echo
+    echo "this build vs baseline ($BASELINE), medians of $ROUNDS alternating rounds:"
+    printf '%-44s %12s %12s %8s\n' "path" "this build" "baseline" "ratio"
+    printf '%-44s %12s %12s %8s\n' "b. with session cookie" "$(m "${NEW_SESSION[@]}")" "$(m "${BASE_SESSION[@]}")" \
+        "$(ratio "$(m "${NEW_SESSION[@]}")" "$(m "${BASE_SESSION[@]}")")"
+    printf '%-44s %12s %12s %8s\n' "d. session: off route" "$(m "${NEW_PLAIN[@]}")" "$(m "${BASE_PLAIN[@]}")" \
+        "$(ratio "$(m "${NEW_PLAIN[@]}")" "$(m "${BASE_PLAIN[@]}")")"
+    echo "rounds, this build (b): ${NEW_SESSION[*]}; baseline (b): ${BASE_SESSION[*]}"
+    echo "rounds, this build (d): ${NEW_PLAIN[*]}; baseline (d): ${BASE_PLAIN[*]}"
+fi

@@ -12,25 +12,41 @@
 //! | module | job |
 //! | --- | --- |
 //! | [`config`] | the YAML file (`file`), its one parser (`yaml`), validated [`config::Settings`] |
+//! | [`live`] | the live configuration: one validated snapshot, swapped atomically, taken once per request |
+//! | [`reload`] | SIGHUP: validate, refuse what cannot change live, swap the snapshot |
 //! | [`listener`] | accepts connections, serves HTTP/1.1 and h2c, drains on shutdown |
 //! | [`routing`] | picks the route (host + path prefix, first match) |
-//! | [`proxy`] | **the request path, top to bottom**: route → strip → resolve → inject → forward → apply updates → persist → respond |
+//! | [`proxy`] | **the request path, top to bottom**: route → strip → resolve → inject → forward → apply updates → persist → respond → log |
+//! | [`context`] | the per-request context; its log phase writes the access line and the metrics |
+//! | [`request_id`] | `X-Request-Id`: kept or made, passed on, returned |
 //! | [`session`] | ids and cookies, the header protocol, lifetimes; `resolve` (request) and `persist` (response) |
 //! | [`store`] | the store trait and its implementations: `memory`, `redis` |
-//! | [`upstream`] | pooled client, round-robin with fail-over, hop-by-hop headers, `X-Forwarded-*`, streamed bodies |
+//! | [`upstream`] | pooled client, round-robin with fail-over, upstream health (passive ejection, active checks), hop-by-hop headers, `X-Forwarded-*`, streamed bodies |
+//! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics` |
+//! | [`metrics`] | the Prometheus registry and the handles the request path uses |
+//! | [`logging`] | text or JSON logs, switchable by a reload |
+//! | [`notify`] | systemd notifications: ready, reloading, stopping, watchdog |
 //! | `sync` | a lock that survives a panic elsewhere, for the few shared maps and slots |
 //! | [`redact`] | what debug logs may show of headers (no cookies, credentials or session data) |
 //! | [`error`] | failures by origin (client, upstream, store, internal), mapped to statuses in one place |
 //! | [`demo`] | `stickless demo`: embedded store, two demo app instances, the proxy in front |
 //! | [`report`] | an error and its causes as one line, each cause said once |
 
+pub mod admin;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod error;
 pub mod listener;
+pub mod live;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod redact;
+pub mod reload;
 pub mod report;
+pub mod request_id;
 pub mod routing;
 pub mod session;
 pub mod store;

@@ -1,6 +1,5 @@
 //! The `stickless` command: `run`, `check`, `demo`.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,9 +8,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 
-use stickless::config::{RouteSettings, Settings};
+use stickless::config::{LogFormat, RouteSettings, Settings};
 use stickless::listener::Server;
 use stickless::report::chain;
+use stickless::{logging, notify};
 
 #[derive(Parser)]
 #[command(
@@ -26,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the proxy until SIGTERM or SIGINT, then drain in-flight requests.
+    /// Run the proxy until SIGTERM or SIGINT, then drain in-flight requests. SIGHUP reloads
+    /// the configuration file.
     Run {
         #[arg(long, default_value = "proxy.yaml")]
         config: PathBuf,
@@ -55,19 +56,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config, connect } => check(&config, connect),
-        Command::Run { config } => {
-            let settings = match Settings::load(&config) {
-                Ok(settings) => settings,
-                Err(err) => {
-                    eprintln!("stickless: {err}");
-                    return ExitCode::from(BAD_CONFIG);
-                }
-            };
-            init_logging();
-            with_runtime(run(settings))
-        }
+        Command::Run { config } => with_runtime(run(config)),
         Command::Demo { listen } => {
-            init_logging();
+            logging::init(LogFormat::Text);
             with_runtime(async move {
                 match stickless::demo::run(listen, shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
@@ -192,7 +183,24 @@ fn describe(r: &RouteSettings) -> String {
     )
 }
 
-async fn run(settings: Settings) -> ExitCode {
+async fn run(path: PathBuf) -> ExitCode {
+    // Before anything else: SIGHUP's default action ends the process, and a reload sent
+    // while we start must not.
+    let signals = match Signals::new() {
+        Ok(signals) => signals,
+        Err(err) => {
+            eprintln!("stickless: cannot install signal handlers: {err}");
+            return ExitCode::from(RUNTIME_FAILURE);
+        }
+    };
+    let settings = match Settings::load(&path) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("stickless: {err}");
+            return ExitCode::from(BAD_CONFIG);
+        }
+    };
+    logging::init(settings.log);
     let server = match Server::bind(&settings).await {
         Ok(server) => server,
         Err(err) => {
@@ -201,7 +209,9 @@ async fn run(settings: Settings) -> ExitCode {
         }
     };
     match server.store().ping().await {
-        Ok(()) => {}
+        Ok(()) => {
+            server.proxy().metrics().store_up.set(1);
+        }
         // Wrong credentials, missing permissions or TLS against a plain port will not fix
         // themselves: refuse to start, loudly, rather than answer 503 forever.
         Err(err) if err.is_misconfiguration() => {
@@ -214,12 +224,68 @@ async fn run(settings: Settings) -> ExitCode {
     }
     match server.local_addr() {
         Ok(addr) => {
-            info!(store = %settings.store.url, routes = settings.routes.len(), "listening on {addr}")
+            let admin = server
+                .admin_addr()
+                .map_or_else(|| "none".to_owned(), |a| a.to_string());
+            info!(store = %settings.store.url, routes = settings.routes.len(), %admin, "listening on {addr}")
         }
         Err(err) => warn!(error = %err, "listening (address unknown)"),
     }
-    server.run(shutdown_signal()).await;
+    drop(settings);
+    let reloader = server.reloader();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(signals.serve(path, reloader, stop));
+    notify::ready();
+    notify::spawn_watchdog();
+    server
+        .run(async {
+            let _ = stopped.await;
+        })
+        .await;
     ExitCode::SUCCESS
+}
+
+/// The signals `run` answers: SIGHUP reloads, SIGTERM (systemd stop) and SIGINT (Ctrl-C)
+/// drain and stop.
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hangup: signal(SignalKind::hangup())?,
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Reloads on every SIGHUP, one at a time, until a stop signal, which it passes on.
+    async fn serve(
+        mut self,
+        path: PathBuf,
+        reloader: stickless::reload::Reloader,
+        stop: tokio::sync::oneshot::Sender<()>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = self.hangup.recv() => {
+                    notify::reloading();
+                    // A refused file is logged by the reloader; the running configuration
+                    // goes on either way.
+                    let _ = reloader.reload_file(&path);
+                    notify::ready();
+                }
+                _ = self.terminate.recv() => break,
+                _ = self.interrupt.recv() => break,
+            }
+        }
+        info!("stop signal received");
+        let _ = stop.send(());
+    }
 }
 
 fn with_runtime(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
@@ -258,15 +324,4 @@ async fn shutdown_signal() {
         () = term => {},
     }
     info!("stop signal received");
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STICKLESS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only for a terminal, never in journald or files.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -1,54 +1,66 @@
 //! The request path, top to bottom, one phase per step:
 //!
-//! route → strip → resolve → inject → forward → apply updates → persist → respond
+//! route → strip → resolve → inject → forward → apply updates → persist → respond → log
 //!
 //! `handle` never fails; `handle_inner` returns `Result` and every error becomes its response
-//! in one place (`ProxyError::to_response`).
+//! in one place (`ProxyError::to_response`). Each request takes the live configuration once
+//! (`live`), and everything it did is gathered in its `RequestContext`, which the log phase
+//! turns into the access line and the metrics.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use http::header::{CACHE_CONTROL, HOST, LOCATION, SET_COOKIE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use crate::config::{OnUnavailable, SessionMode, SessionSettings, Settings};
+use crate::config::{OnUnavailable, SessionMode, Settings};
+use crate::context::{Connection, RequestContext};
 use crate::error::{Origin, ProxyError};
+use crate::live::Live;
+use crate::metrics::{Lookup, Metrics};
 use crate::redact::Redacted;
-use crate::routing::{is_safe_path, Route, Router};
+use crate::report::chain;
+use crate::request_id::{self, X_REQUEST_ID};
+use crate::routing::{is_safe_path, Route};
 use crate::session::cookie;
-use crate::session::id::SessionId;
-use crate::session::persist::{persist, CookieChange};
+use crate::session::persist::{persist, Change};
 use crate::session::record::Session;
 use crate::session::resolve::resolve;
 use crate::session::update::{take_update, Update};
 use crate::store::{Store, StoreError};
 use crate::upstream::body::{self, full, ProxyBody, Refusal, RetryableBody};
-use crate::upstream::forwarded::TrustedProxies;
+use crate::upstream::health::HealthRegistry;
 use crate::upstream::{forwarded, hop, UpstreamClient};
 
+/// The proxy: the live configuration, and what outlives reloads beside it.
 pub struct Proxy {
-    router: Router,
+    live: ArcSwap<Live>,
     store: Store,
-    upstream: UpstreamClient,
-    session: SessionSettings,
-    on_unavailable: OnUnavailable,
-    trusted_proxies: TrustedProxies,
-    /// `timeouts.body_idle`: how long a client may pause while sending a body.
-    body_idle: Duration,
+    upstream: Arc<UpstreamClient>,
+    health: HealthRegistry,
+    metrics: Metrics,
+    /// Set when the drain starts: readiness then answers 503.
+    draining: AtomicBool,
 }
 
 impl Proxy {
-    pub fn new(settings: &Settings, store: Store) -> Proxy {
+    /// Needs a Tokio runtime (health checks are started).
+    pub fn new(settings: Settings, store: Store) -> Proxy {
+        let metrics = Metrics::new(store.error_counter());
+        let health = HealthRegistry::new();
+        let upstream = Arc::new(UpstreamClient::new(settings.timeouts.upstream_connect));
+        let live = Live::new(settings, &metrics, &health, &upstream);
         Proxy {
-            router: Router::new(&settings.routes),
+            live: ArcSwap::from_pointee(live),
             store,
-            upstream: UpstreamClient::new(&settings.timeouts),
-            session: settings.session.clone(),
-            on_unavailable: settings.store.on_unavailable,
-            trusted_proxies: settings.trusted_proxies.clone(),
-            body_idle: settings.timeouts.body_idle,
+            upstream,
+            health,
+            metrics,
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -56,47 +68,88 @@ impl Proxy {
         &self.store
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The configuration new requests and connections get.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Makes `settings` the live configuration. Requests already running keep theirs.
+    pub fn replace(&self, settings: Settings) {
+        self.upstream
+            .set_connect_timeout(settings.timeouts.upstream_connect);
+        let live = Live::new(settings, &self.metrics, &self.health, &self.upstream);
+        self.live.store(Arc::new(live));
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// Serves one request; never fails.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        connection: &Connection,
     ) -> Response<ProxyBody> {
-        let started = Instant::now();
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let mut seen = None;
-        let result = self.handle_inner(request, peer, &mut seen).await;
-        let session = self.session.fingerprints.show(seen.as_ref());
-        let response = match result {
+        let live = self.live.load_full();
+        let mut ctx = RequestContext::new(
+            request_id::take_or_make(request.headers()),
+            request.method().clone(),
+            request.uri().path(),
+            connection,
+        );
+        let result = self
+            .handle_inner(&live, request, connection, &mut ctx)
+            .await;
+        let session = &live.settings.session;
+        let mut response = match result {
             Ok(response) => response,
             Err(err) => {
-                let cause = std::error::Error::source(&err)
-                    .map(|s| s.to_string())
-                    .unwrap_or_default();
-                match err.origin() {
-                    Origin::Client => debug!(%method, %path, %session, error = %err, "refused"),
-                    _ => warn!(%method, %path, %session, error = %err, cause, "failed"),
+                let cause = chain(&err);
+                if err.origin() != Origin::Client {
+                    let request_id = ctx.request_id.to_str().unwrap_or("-");
+                    let session = session.fingerprints.show(ctx.session.as_ref());
+                    warn!(request_id, method = %ctx.method, path = %ctx.path, %session, error = %cause, "failed");
                 }
+                ctx.error = Some(cause);
                 err.to_response()
             }
         };
-        info!(target: "stickless::access", %peer, %method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, %session);
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, ctx.request_id.clone());
+        ctx.log(
+            response.status().as_u16(),
+            &session.fingerprints,
+            &self.metrics,
+        );
         response
     }
 
-    /// `seen` is the session the request was served with or issued, for the logs.
     async fn handle_inner(
         &self,
+        live: &Live,
         request: Request<Incoming>,
-        peer: SocketAddr,
-        seen: &mut Option<SessionId>,
+        connection: &Connection,
+        ctx: &mut RequestContext,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let settings = &live.settings;
+        let session_settings = &settings.session;
+
         // 1. Route.
         if !is_safe_path(request.uri().path()) {
             return Err(ProxyError::UnsafePath);
         }
-        let route = self.router.route(&request).ok_or(ProxyError::NoRoute)?;
+        let route = live.router.route(&request).ok_or(ProxyError::NoRoute)?;
+        ctx.route = Some(route.metrics.clone());
         if let Some(limit) = route.max_body_bytes {
             // Refused before anything is read or forwarded when the length is announced.
             let announced = request.headers().get(http::header::CONTENT_LENGTH);
@@ -119,15 +172,18 @@ impl Proxy {
 
         // 2. Strip: connection-level headers first, then every spelling of ours.
         hop::strip(&mut parts.headers);
-        self.session.prefix.strip(&mut parts.headers);
+        session_settings.prefix.strip(&mut parts.headers);
+        parts.headers.insert(X_REQUEST_ID, ctx.request_id.clone());
 
         // 3. Resolve the session the cookie names.
         let (session, degraded) = match route.session {
             SessionMode::Off => (None, None),
-            SessionMode::On | SessionMode::Required => self.resolve_session(&parts.headers).await?,
+            SessionMode::On | SessionMode::Required => {
+                self.resolve_session(settings, &parts.headers, ctx).await?
+            }
         };
         if let Some(session) = &session {
-            *seen = Some(session.id.clone());
+            ctx.session = Some(session.id.clone());
         }
         if route.session == SessionMode::Required && session.is_none() {
             return Ok(deny_anonymous(route));
@@ -135,20 +191,36 @@ impl Proxy {
 
         // 4. Inject.
         if let Some(session) = &session {
-            self.session.prefix.inject(&mut parts.headers, session);
+            session_settings.prefix.inject(&mut parts.headers, session);
         }
-        forwarded::apply(&mut parts.headers, peer.ip(), &self.trusted_proxies);
-        debug!(headers = ?self.redacted(&parts.headers), "to upstream");
+        forwarded::apply(
+            &mut parts.headers,
+            connection.peer.ip(),
+            &settings.trusted_proxies,
+        );
+        debug!(headers = ?redacted(live, &parts.headers), "to upstream");
 
         // 5. Forward.
         let body = RetryableBody::new(
             body,
-            self.session.prefix.clone(),
+            session_settings.prefix.clone(),
             route.max_body_bytes,
-            self.body_idle,
+            settings.timeouts.body_idle,
         );
         let watch = body.attempt();
-        let response = match self.upstream.forward(&route.upstreams, parts, body).await {
+        let sent = Instant::now();
+        let forwarded = self
+            .upstream
+            .forward(
+                &route.upstreams,
+                parts,
+                body,
+                settings.timeouts.upstream_response,
+                &mut ctx.attempts,
+            )
+            .await;
+        ctx.upstream_time = Some(sent.elapsed());
+        let response = match forwarded {
             Ok(response) => response,
             // A body the proxy stopped reading is the client's failure, whatever the upstream
             // side made of it.
@@ -157,19 +229,19 @@ impl Proxy {
 
         // 6. Apply updates: read the backend's control headers and remove them.
         let (mut head, body) = response.into_parts();
-        debug!(status = head.status.as_u16(), headers = ?self.redacted(&head.headers), "from upstream");
+        debug!(status = head.status.as_u16(), headers = ?redacted(live, &head.headers), "from upstream");
         if has_both_framings(&head.headers) {
             return Err(ProxyError::AmbiguousResponse);
         }
         hop::strip(&mut head.headers);
-        cookie::drop_backend_session_cookie(&mut head.headers, &self.session.cookie.name);
+        cookie::drop_backend_session_cookie(&mut head.headers, &session_settings.cookie.name);
         let update = match route.session {
             SessionMode::Off => {
-                self.session.prefix.strip(&mut head.headers);
+                session_settings.prefix.strip(&mut head.headers);
                 Update::default()
             }
             SessionMode::On | SessionMode::Required => {
-                take_update(&mut head.headers, &self.session.prefix)
+                take_update(&mut head.headers, &session_settings.prefix)
                     .map_err(ProxyError::BadUpdate)?
             }
         };
@@ -178,17 +250,22 @@ impl Proxy {
         if let Some(err) = degraded.filter(|_| !update.is_empty()) {
             return Err(ProxyError::Store(err));
         }
-        let change = persist(&self.store, &self.session, session, &update).await?;
+        let change = if update.is_empty() {
+            Change::None
+        } else {
+            let started = Instant::now();
+            let persisted = persist(&self.store, session_settings, session, &update).await;
+            ctx.waited_for_store(started);
+            persisted?
+        };
+        ctx.changed(&change, &self.metrics);
 
         // 8. Respond.
-        let set_cookie = match change {
-            CookieChange::Keep => None,
-            CookieChange::Issue(id) => {
-                let value = cookie::set_cookie(&self.session.cookie, &id);
-                *seen = Some(id);
-                value
-            }
-            CookieChange::Clear => cookie::clear_cookie(&self.session.cookie),
+        let cookie_settings = &session_settings.cookie;
+        let set_cookie = match &change {
+            Change::None | Change::Updated => None,
+            Change::Created(id) | Change::Rotated(id) => cookie::set_cookie(cookie_settings, id),
+            Change::Invalidated { .. } => cookie::clear_cookie(cookie_settings),
         };
         if let Some(value) = set_cookie {
             head.headers.append(SET_COOKIE, value);
@@ -198,12 +275,8 @@ impl Proxy {
         }
         Ok(Response::from_parts(
             head,
-            body::from_backend(body, self.session.prefix.clone()),
+            body::from_backend(body, session_settings.prefix.clone()),
         ))
-    }
-
-    fn redacted<'a>(&'a self, headers: &'a http::HeaderMap) -> Redacted<'a> {
-        Redacted::new(headers, &self.session.prefix, &self.session.fingerprints)
     }
 
     /// A store failure on read follows `store.on_unavailable`: fail closed answers 503; fail
@@ -212,19 +285,42 @@ impl Proxy {
     /// exists, so a logout or an update must not be reported as done.
     async fn resolve_session(
         &self,
+        settings: &Settings,
         headers: &http::HeaderMap,
+        ctx: &mut RequestContext,
     ) -> Result<(Option<Session>, Option<StoreError>), ProxyError> {
-        let cookie = &self.session.cookie;
-        let id = cookie::session_id(headers, &cookie.name, cookie.signer.as_ref());
-        match resolve(&self.store, &self.session, id).await {
-            Ok(session) => Ok((session, None)),
-            Err(err) if self.on_unavailable == OnUnavailable::FailOpen => {
-                warn!(error = %err, "session store unavailable; serving as anonymous (fail_open)");
-                Ok((None, Some(err)))
+        let cookie = &settings.session.cookie;
+        let Some(id) = cookie::session_id(headers, &cookie.name, cookie.signer.as_ref()) else {
+            return Ok((None, None));
+        };
+        let started = Instant::now();
+        let resolved = resolve(&self.store, &settings.session, Some(id)).await;
+        ctx.waited_for_store(started);
+        match resolved {
+            Ok(session) => {
+                ctx.lookup = Some(if session.is_some() {
+                    Lookup::Found
+                } else {
+                    Lookup::Missing
+                });
+                Ok((session, None))
             }
-            Err(err) => Err(ProxyError::Store(err)),
+            Err(err) => {
+                ctx.lookup = Some(Lookup::Unavailable);
+                if settings.store.on_unavailable == OnUnavailable::FailOpen {
+                    warn!(error = %chain(&err), "session store unavailable; serving as anonymous (fail_open)");
+                    Ok((None, Some(err)))
+                } else {
+                    Err(ProxyError::Store(err))
+                }
+            }
         }
     }
+}
+
+fn redacted<'a>(live: &'a Live, headers: &'a http::HeaderMap) -> Redacted<'a> {
+    let session = &live.settings.session;
+    Redacted::new(headers, &session.prefix, &session.fingerprints)
 }
 
 /// A response framed by both `Content-Length` and `Transfer-Encoding`. RFC 9112 §6.1 lets a

@@ -1,16 +1,22 @@
 //! Routing: the first route whose host and path prefix match wins.
 
+use std::sync::Arc;
+
 use http::header::HOST;
 use http::Request;
 
 use crate::config::{RouteSettings, SessionMode};
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::upstream::balance::UpstreamSet;
+use crate::upstream::health::HealthRegistry;
 
 #[derive(Debug)]
 pub struct Route {
     host: Option<String>,
     path_prefix: String,
-    pub upstreams: UpstreamSet,
+    /// The route's name and its metric handles.
+    pub metrics: RouteMetrics,
+    pub upstreams: Arc<UpstreamSet>,
     pub session: SessionMode,
     pub login_url: Option<String>,
     pub max_body_bytes: Option<u64>,
@@ -22,20 +28,29 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(settings: &[RouteSettings]) -> Router {
+    /// Upstreams get their health from `health`, shared with earlier configurations.
+    pub fn new(settings: &[RouteSettings], metrics: &Metrics, health: &HealthRegistry) -> Router {
         Router {
             routes: settings
                 .iter()
                 .map(|r| Route {
                     host: r.host.clone(),
                     path_prefix: r.path_prefix.clone(),
-                    upstreams: UpstreamSet::new(r.upstreams.clone()),
+                    metrics: metrics.route(&r.name),
+                    upstreams: Arc::new(UpstreamSet::new(
+                        r.upstreams.iter().map(|a| health.of(a, metrics)).collect(),
+                        r.health.clone(),
+                    )),
                     session: r.session,
                     login_url: r.login_url.clone(),
                     max_body_bytes: r.max_body_bytes,
                 })
                 .collect(),
         }
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
     }
 
     pub fn route<B>(&self, request: &Request<B>) -> Option<&Route> {
@@ -114,10 +129,19 @@ pub fn is_safe_path(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::HealthSettings;
     use http::uri::Authority;
+    use prometheus_client::metrics::counter::Counter;
+    use std::time::Duration;
 
     fn router() -> Router {
         let route = |host: Option<&str>, prefix: &str, up: &'static str| RouteSettings {
+            name: prefix.into(),
+            health: HealthSettings {
+                max_fails: 1,
+                fail_timeout: Duration::from_secs(1),
+                check: None,
+            },
             host: host.map(str::to_owned),
             path_prefix: prefix.into(),
             upstreams: vec![Authority::from_static(up)],
@@ -125,11 +149,15 @@ mod tests {
             login_url: None,
             max_body_bytes: None,
         };
-        Router::new(&[
-            route(Some("admin.example.com"), "/", "a:1"),
-            route(None, "/api", "b:1"),
-            route(None, "/", "c:1"),
-        ])
+        Router::new(
+            &[
+                route(Some("admin.example.com"), "/", "a:1"),
+                route(None, "/api", "b:1"),
+                route(None, "/", "c:1"),
+            ],
+            &Metrics::new(Counter::default()),
+            &HealthRegistry::new(),
+        )
     }
 
     fn pick(host: &str, path: &str) -> String {
@@ -138,9 +166,12 @@ mod tests {
             .header(HOST, host)
             .body(())
             .expect("request");
-        let route = router()
-            .route(&request)
-            .map(|r| r.upstreams.order().next().map(|a| a.to_string()));
+        let route = router().route(&request).map(|r| {
+            r.upstreams
+                .order()
+                .next()
+                .map(|a| a.authority().to_string())
+        });
         route.flatten().unwrap_or_default()
     }
 

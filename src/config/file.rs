@@ -23,6 +23,37 @@ pub struct FileConfig {
     pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub limits: LimitsFile,
+    /// A second listener for operators (health, readiness, metrics); absent = none.
+    #[serde(default)]
+    pub admin: Option<AdminFile>,
+    #[serde(default)]
+    pub log: LogFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub listen: String,
+    /// Bearer token for the admin session API; absent = that API answers 404.
+    #[serde(default)]
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal or journald.
+    #[default]
+    Text,
+    /// One flat JSON object per line, for CloudWatch and other log stores.
+    Json,
 }
 
 /// Limits with defined answers, so a hostile or broken client costs a bounded amount.
@@ -202,6 +233,9 @@ pub enum SameSite {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
+    /// The `route` label in metrics and logs.
+    #[serde(default)]
+    pub name: Option<String>,
     #[serde(rename = "match")]
     pub matcher: MatchFile,
     pub upstreams: Vec<String>,
@@ -212,6 +246,60 @@ pub struct RouteFile {
     /// Most bytes a request body may have on this route; more gets 413.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    #[serde(default)]
+    pub health: HealthFile,
+}
+
+/// When an upstream is skipped, like nginx's `max_fails`/`fail_timeout`, and an optional
+/// active check that takes it back (or out) without waiting for a request to try it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    /// Consecutive connect failures or timeouts after which an upstream is skipped; 0 never
+    /// skips. One by default: a host that hangs costs one request its connect timeout, not
+    /// every other request.
+    #[serde(default = "default_max_fails")]
+    pub max_fails: u32,
+    /// How long a failed upstream is skipped before one request tries it again.
+    #[serde(default = "default_fail_timeout", with = "humantime_serde")]
+    pub fail_timeout: Duration,
+    #[serde(default)]
+    pub check: Option<CheckFile>,
+}
+
+impl Default for HealthFile {
+    fn default() -> Self {
+        HealthFile {
+            max_fails: default_max_fails(),
+            fail_timeout: default_fail_timeout(),
+            check: None,
+        }
+    }
+}
+
+/// An active health check: `GET <path>` on every upstream of the route each `interval`;
+/// a 2xx or 3xx answer within `timeout` is healthy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckFile {
+    pub path: String,
+    #[serde(default = "default_check_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_check_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_max_fails() -> u32 {
+    1
+}
+fn default_fail_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_check_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 #[derive(Debug, Deserialize)]
@@ -340,4 +428,5 @@ file_names! {
     OnUnavailable { FailClosed => "fail_closed", FailOpen => "fail_open" }
     SameSite { Strict => "strict", Lax => "lax", None => "none" }
     SessionMode { On => "on", Off => "off", Required => "required" }
+    LogFormat { Text => "text", Json => "json" }
 }

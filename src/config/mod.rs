@@ -8,10 +8,10 @@ mod yaml;
 use std::fmt;
 use std::path::Path;
 
-pub use file::{OnUnavailable, SameSite, SessionMode};
+pub use file::{LogFormat, OnUnavailable, SameSite, SessionMode};
 pub use settings::{
-    CookieSettings, Durability, Limits, RouteSettings, SessionLimits, SessionSettings, Settings,
-    StoreSettings, Timeouts, TlsFiles,
+    AdminSettings, AdminToken, CheckSettings, CookieSettings, Durability, HealthSettings, Limits,
+    RouteSettings, SessionLimits, SessionSettings, Settings, StoreSettings, Timeouts, TlsFiles,
 };
 
 /// One thing wrong with a configuration, located by key path (`routes[1].upstreams[0]`).

@@ -10,7 +10,9 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use http::Uri;
 
-use super::file::{FileConfig, OnUnavailable, RouteFile, SameSite, SessionMode, StoreFile};
+use super::file::{
+    FileConfig, HealthFile, LogFormat, OnUnavailable, RouteFile, SameSite, SessionMode, StoreFile,
+};
 use super::Problem;
 use crate::routing::Destination;
 use crate::session::fingerprint::Fingerprints;
@@ -32,6 +34,26 @@ pub struct Settings {
     pub timeouts: Timeouts,
     pub trusted_proxies: TrustedProxies,
     pub limits: Limits,
+    pub admin: Option<AdminSettings>,
+    pub log: LogFormat,
+}
+
+/// The operators' listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// Bearer token for the admin session API; `None`: that API answers 404.
+    pub token: Option<AdminToken>,
+}
+
+/// A bearer credential: compared, never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +63,7 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreSettings {
     /// Where the store is, with the credentials from `username`/`password_env`/
     /// `password_file` already merged in.
@@ -58,7 +80,7 @@ pub struct StoreSettings {
 }
 
 /// PEM contents of `store.tls`. Empty: the system's trusted roots, no client certificate.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct TlsFiles {
     pub ca: Option<Vec<u8>>,
     /// Client certificate and key, when the server asks for one.
@@ -119,6 +141,8 @@ pub struct CookieSettings {
 
 #[derive(Debug, Clone)]
 pub struct RouteSettings {
+    /// The `route` label in metrics and logs: `name`, or host and path prefix when unnamed.
+    pub name: String,
     /// Lower-case host without port; `None` matches every host.
     pub host: Option<String>,
     pub path_prefix: String,
@@ -126,6 +150,23 @@ pub struct RouteSettings {
     pub session: SessionMode,
     pub login_url: Option<String>,
     pub max_body_bytes: Option<u64>,
+    pub health: HealthSettings,
+}
+
+/// Passive ejection (`max_fails` consecutive failures skip an upstream for `fail_timeout`)
+/// and the optional active check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSettings {
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub check: Option<CheckSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSettings {
+    pub path: http::uri::PathAndQuery,
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -277,20 +318,6 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
              otherwise the ids in the Redis keys are usable cookies",
         );
     }
-    let newest_key = signing_keys
-        .iter()
-        .chain(encryption_keys.iter())
-        .find_map(|list| list.keys.first().cloned());
-    let fingerprints = match newest_key {
-        Some(key) => Fingerprints::keyed(&key),
-        None => Fingerprints::random().unwrap_or_else(|err| {
-            problems.add(
-                "session",
-                format!("the operating system's random source failed: {err}"),
-            );
-            Fingerprints::keyed(&[])
-        }),
-    };
     if session.idle_timeout < Duration::from_secs(1) {
         problems.add("session.idle_timeout", "must be at least 1s");
     }
@@ -386,6 +413,55 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         problems.add("limits.max_connections", "must be greater than zero");
     }
 
+    let admin = file.admin.map(|admin| {
+        let listen = listen_address(&admin.listen).unwrap_or_else(|message| {
+            problems.add("admin.listen", message);
+            SocketAddr::from(([127, 0, 0, 1], 9901))
+        });
+        // Port 0 (any free port) never clashes.
+        if listen.port() != 0 && listen_address(&file.listen).ok() == Some(listen) {
+            problems.add("admin.listen", "must differ from `listen`");
+        }
+        let token = admin.token_file.and_then(|path| {
+            match std::fs::read_to_string(&path) {
+                // One trailing newline is what `echo` and editors leave; it is not part of
+                // the token.
+                Ok(text) => {
+                    let token = text.strip_suffix('\n').unwrap_or(&text);
+                    let token = token.strip_suffix('\r').unwrap_or(token);
+                    if token.len() < 16
+                        || token.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
+                        problems.add(
+                            "admin.token_file",
+                            format!(
+                                "`{path}` must hold one token of at least 16 visible characters"
+                            ),
+                        );
+                        None
+                    } else {
+                        Some(AdminToken(token.to_owned()))
+                    }
+                }
+                Err(err) => {
+                    problems.add("admin.token_file", format!("cannot read `{path}`: {err}"));
+                    None
+                }
+            }
+        });
+        AdminSettings { listen, token }
+    });
+
+    let mut names = std::collections::HashSet::new();
+    for (i, route) in routes.iter().enumerate() {
+        if !names.insert(route.name.as_str()) {
+            problems.add(
+                format!("routes[{i}].name"),
+                format!("`{}` names another route too", route.name),
+            );
+        }
+    }
+
     match (problems.0.is_empty(), url) {
         (true, Some(url)) => Ok(Settings {
             listen,
@@ -409,12 +485,14 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
                 prefix,
                 limits: session_limits,
                 sealer,
-                fingerprints,
+                fingerprints: Fingerprints::new(),
             },
             routes,
             timeouts,
             trusted_proxies,
             limits,
+            admin,
+            log: file.log.format,
         }),
         _ => Err(problems.0),
     }
@@ -633,6 +711,28 @@ fn refuse_login_loops(routes: &[RouteSettings], problems: &mut Problems) {
 
 fn validate_route(path: &str, route: RouteFile, problems: &mut Problems) -> RouteSettings {
     let prefix = route.matcher.path_prefix;
+    let name = match route.name {
+        Some(name) => {
+            if !is_route_name(&name) {
+                problems.add(
+                    format!("{path}.name"),
+                    format!("`{name}` is not a route name (1 to 64 of a-z A-Z 0-9 _ . - /, starting with a letter or digit)"),
+                );
+            }
+            name
+        }
+        None => format!(
+            "{}{}",
+            route
+                .matcher
+                .host
+                .as_deref()
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+            prefix
+        ),
+    };
+    let health = validate_health(&format!("{path}.health"), route.health, problems);
     if !prefix.starts_with('/') {
         problems.add(
             format!("{path}.match.path_prefix"),
@@ -684,13 +784,61 @@ fn validate_route(path: &str, route: RouteFile, problems: &mut Problems) -> Rout
         _ => {}
     }
     RouteSettings {
+        name,
         host,
         path_prefix: prefix,
         upstreams,
         session: route.session,
         login_url: route.login_url,
         max_body_bytes: route.max_body_bytes,
+        health,
     }
+}
+
+fn validate_health(path: &str, health: HealthFile, problems: &mut Problems) -> HealthSettings {
+    if health.max_fails > 0 && health.fail_timeout.is_zero() {
+        problems.add(
+            format!("{path}.fail_timeout"),
+            "must be greater than zero (or set max_fails: 0 to never skip an upstream)",
+        );
+    }
+    let check = health.check.and_then(|check| {
+        if check.interval.is_zero() || check.timeout.is_zero() {
+            problems.add(
+                format!("{path}.check"),
+                "interval and timeout must be greater than zero",
+            );
+        }
+        match check.path.parse::<http::uri::PathAndQuery>() {
+            Ok(parsed) if check.path.starts_with('/') => Some(CheckSettings {
+                path: parsed,
+                interval: check.interval,
+                timeout: check.timeout,
+            }),
+            _ => {
+                problems.add(
+                    format!("{path}.check.path"),
+                    format!("`{}` is not a path starting with `/`", check.path),
+                );
+                None
+            }
+        }
+    });
+    HealthSettings {
+        max_fails: health.max_fails,
+        fail_timeout: health.fail_timeout,
+        check,
+    }
+}
+
+/// Route names become metric label values and log fields: kept to characters that need no
+/// escaping anywhere.
+fn is_route_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b))
 }
 
 fn parse_upstream(raw: &str) -> Result<Authority, String> {

@@ -1,5 +1,6 @@
 //! The listener: accepts connections, serves each with hyper (HTTP/1.1 and h2c) under the
-//! connection deadlines of `deadline`, and drains gracefully on shutdown.
+//! connection deadlines of `deadline` and the limits of the live configuration, runs the
+//! admin listener beside it, and drains gracefully on shutdown.
 
 mod deadline;
 
@@ -14,12 +15,16 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
-use crate::config::{Limits, Settings, Timeouts};
+use crate::admin;
+use crate::config::{Limits, Settings};
+use crate::context::Connection;
+use crate::notify;
 use crate::proxy::Proxy;
+use crate::reload::Reloader;
 use crate::store::{Store, StoreError};
 use deadline::{Activity, Deadlines, TrackedBody, WatchedIo};
 
@@ -35,30 +40,35 @@ pub enum StartError {
     Store(#[source] StoreError),
 }
 
-/// A bound proxy, ready to serve.
+/// A bound proxy (and admin listener, when configured), ready to serve.
 pub struct Server {
     listener: TcpListener,
+    admin: Option<TcpListener>,
     proxy: Arc<Proxy>,
-    timeouts: Timeouts,
-    limits: Limits,
+    /// One permit per client connection (`limits.max_connections`).
+    slots: Arc<Semaphore>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 impl Server {
-    /// Opens the store and binds the listener; nothing is served until `run`.
+    /// Opens the store and binds the listeners; nothing is served until `run`.
     pub async fn bind(settings: &Settings) -> Result<Server, StartError> {
         let store = Store::open(&settings.store).map_err(StartError::Store)?;
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
+        let listener = bind(settings.listen).await?;
+        let admin = match &settings.admin {
+            Some(admin) => Some(bind(admin.listen).await?),
+            None => None,
+        };
         Ok(Server {
             listener,
-            proxy: Arc::new(Proxy::new(settings, store)),
-            timeouts: settings.timeouts,
-            limits: settings.limits,
+            admin,
+            slots: Arc::new(Semaphore::new(settings.limits.max_connections)),
+            proxy: Arc::new(Proxy::new(settings.clone(), store)),
         })
     }
 
@@ -66,44 +76,37 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The admin listener's address, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
     pub fn store(&self) -> &Store {
         self.proxy.store()
     }
 
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
+    }
+
+    /// Applies new configurations while `run` serves.
+    pub fn reloader(&self) -> Reloader {
+        Reloader::new(self.proxy.clone(), self.slots.clone())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
-    /// finish for up to `timeouts.shutdown_grace`.
+    /// finish for up to `timeouts.shutdown_grace`. Readiness answers 503 from that moment.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        // No hyper header timeout: `deadline` keeps header-read and keep-alive idle apart.
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // Heads past these limits get 431 from hyper before any of our code runs.
-        builder
-            .http1()
-            .max_headers(self.limits.max_request_headers)
-            .max_buf_size(self.limits.max_request_head_bytes);
-        // HTTP/2 abuse: streams reset by the client before we accept them (CVE-2023-44487,
-        // "rapid reset") and streams we had to reset are capped; past that the connection is
-        // closed. hyper's defaults, made explicit so they are part of our contract.
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_pending_accept_reset_streams(20)
-            .max_local_error_reset_streams(1024)
-            .max_concurrent_streams(250)
-            .max_header_list_size(
-                u32::try_from(self.limits.max_request_head_bytes).unwrap_or(u32::MAX),
-            );
-        // At the cap, the next connection waits in the kernel's listen backlog until one
-        // ends: the process stays within its file descriptors and memory.
-        let slots = Arc::new(Semaphore::new(self.limits.max_connections));
-        let limits = Deadlines {
-            header_read: self.timeouts.header_read,
-            keepalive_idle: self.timeouts.keepalive_idle,
-        };
+        let admin = self
+            .admin
+            .map(|listener| tokio::spawn(admin::serve(listener, self.proxy.clone())));
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
+            // At the cap, the next connection waits in the kernel's listen backlog until one
+            // ends: the process stays within its file descriptors and memory.
             let slot = tokio::select! {
-                slot = slots.clone().acquire_owned() => match slot {
+                slot = self.slots.clone().acquire_owned() => match slot {
                     Ok(slot) => slot,
                     Err(_) => break,
                 },
@@ -112,28 +115,9 @@ impl Server {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let proxy = self.proxy.clone();
-                        let activity = Activity::new();
-                        let busy = activity.clone();
-                        let service = service_fn(move |request| {
-                            let proxy = proxy.clone();
-                            let in_flight = busy.request_started();
-                            async move {
-                                let response = proxy.handle(request, peer).await;
-                                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
-                            }
-                        });
-                        let io = TokioIo::new(WatchedIo::new(stream, activity.clone()));
-                        let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
-                        tokio::spawn(async move {
-                            let _slot = slot;
-                            match deadline::serve(connection, &activity, limits).await {
-                                Some(Err(err)) => tracing::debug!(%peer, error = %err, "connection ended with an error"),
-                                Some(Ok(())) => {}
-                                None => tracing::debug!(%peer, "connection closed: header or keep-alive deadline"),
-                            }
-                        });
+                        let local = stream.local_addr().unwrap_or(peer);
+                        let connection = Connection { peer, local };
+                        serve_connection(&self.proxy, &graceful, stream, connection, slot);
                     }
                     Err(err) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -145,15 +129,89 @@ impl Server {
             }
         }
         drop(self.listener);
+        self.proxy.start_draining();
+        notify::stopping();
         info!(
             connections = graceful.count(),
             "shutting down: draining in-flight requests"
         );
-        match tokio::time::timeout(self.timeouts.shutdown_grace, graceful.shutdown()).await {
+        let grace = self.proxy.live().settings.timeouts.shutdown_grace;
+        match tokio::time::timeout(grace, graceful.shutdown()).await {
             Ok(()) => info!("drained"),
             Err(_) => {
-                warn!(grace = ?self.timeouts.shutdown_grace, "grace period over; cutting remaining connections")
+                warn!(?grace, "grace period over; cutting remaining connections")
             }
         }
+        if let Some(admin) = admin {
+            admin.abort();
+        }
     }
+}
+
+/// Serves one client connection under the limits and deadlines of the configuration live
+/// when it opened.
+fn serve_connection(
+    proxy: &Arc<Proxy>,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    connection: Connection,
+    slot: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let live = proxy.live();
+    let builder = http_builder(&live.settings.limits);
+    let deadlines = Deadlines {
+        header_read: live.settings.timeouts.header_read,
+        keepalive_idle: live.settings.timeouts.keepalive_idle,
+    };
+    drop(live);
+    let activity = Activity::new();
+    let busy = activity.clone();
+    let handler = proxy.clone();
+    let service = service_fn(move |request| {
+        let proxy = handler.clone();
+        let in_flight = busy.request_started();
+        async move {
+            let response = proxy.handle(request, &connection).await;
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
+        }
+    });
+    let io = TokioIo::new(WatchedIo::new(stream, activity.clone()));
+    let served = graceful.watch(builder.serve_connection(io, service).into_owned());
+    let open = proxy.metrics().open_connections.clone();
+    open.inc();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let peer = connection.peer;
+        match deadline::serve(served, &activity, deadlines).await {
+            Some(Err(err)) => {
+                tracing::debug!(%peer, error = %err, "connection ended with an error")
+            }
+            Some(Ok(())) => {}
+            None => tracing::debug!(%peer, "connection closed: header or keep-alive deadline"),
+        }
+        open.dec();
+    });
+}
+
+/// The HTTP/1.1 and HTTP/2 server settings for a connection. No hyper header timeout:
+/// `deadline` keeps header-read and keep-alive idle apart.
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Heads past these limits get 431 from hyper before any of our code runs.
+    builder
+        .http1()
+        .max_headers(limits.max_request_headers)
+        .max_buf_size(limits.max_request_head_bytes);
+    // HTTP/2 abuse: streams reset by the client before we accept them (CVE-2023-44487,
+    // "rapid reset") and streams we had to reset are capped; past that the connection is
+    // closed. hyper's defaults, made explicit so they are part of our contract.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024)
+        .max_concurrent_streams(250)
+        .max_header_list_size(u32::try_from(limits.max_request_head_bytes).unwrap_or(u32::MAX));
+    builder
 }

@@ -2,9 +2,10 @@
 //! never appear in a log; the fingerprint lets an operator follow one session through the
 //! logs without being able to use it, or to recover the id from it.
 //!
-//! With signing (or encryption) keys, the hash key is derived from the newest of them, so
-//! every instance of a fleet prints the same fingerprint for a session; without, it is random
-//! per process, and fingerprints only correlate within one process's logs.
+//! The hash is keyed by a fixed label, not by a configured key, so every instance of a fleet
+//! prints the same fingerprint for a session with or without keys, and across key rotations.
+//! That reveals nothing: an id holds 256 random bits, so 48 bits of its hash cannot be turned
+//! back into it, nor guessed into a working id.
 
 use std::fmt::{self, Write};
 
@@ -23,7 +24,12 @@ pub struct Fingerprints {
 }
 
 impl Fingerprints {
-    /// Keyed by `material`, a configured key.
+    /// The fleet-wide fingerprints: the same on every instance.
+    pub fn new() -> Fingerprints {
+        Fingerprints::keyed(&[])
+    }
+
+    /// Keyed by `material`.
     pub fn keyed(material: &[u8]) -> Fingerprints {
         let mut kdf = Hmac::<Sha256>::new_from_slice(material)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
@@ -31,13 +37,6 @@ impl Fingerprints {
         let key = Hmac::<Sha256>::new_from_slice(&kdf.finalize().into_bytes())
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         Fingerprints { key }
-    }
-
-    /// Keyed by fresh randomness, when no key is configured.
-    pub fn random() -> Result<Fingerprints, getrandom::Error> {
-        let mut material = [0u8; 32];
-        getrandom::fill(&mut material)?;
-        Ok(Fingerprints::keyed(&material))
     }
 
     /// `id` as a log line shows it (`-` for none). The hash is computed only if a line is
@@ -59,6 +58,12 @@ impl Fingerprints {
             let _ = write!(out, "{byte:02x}");
         }
         out
+    }
+}
+
+impl Default for Fingerprints {
+    fn default() -> Self {
+        Fingerprints::new()
     }
 }
 
@@ -92,14 +97,19 @@ mod tests {
         let a = Fingerprints::keyed(&[1; 32]);
         let again = Fingerprints::keyed(&[1; 32]);
         let other = Fingerprints::keyed(&[2; 32]);
-        let random = Fingerprints::random().expect("randomness");
+        let fleet = Fingerprints::new();
         let fp = a.of(b"some-session-id");
         assert_eq!(fp.len(), 12);
         assert!(fp.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(fp, again.of(b"some-session-id"));
         assert_ne!(fp, a.of(b"another-session-id"));
         assert_ne!(fp, other.of(b"some-session-id"));
-        assert_ne!(fp, random.of(b"some-session-id"));
+        assert_ne!(fp, fleet.of(b"some-session-id"));
+        assert_eq!(
+            fleet.of(b"some-session-id"),
+            Fingerprints::new().of(b"some-session-id"),
+            "the same on every instance"
+        );
         let id = SessionId::generate().expect("randomness");
         assert_eq!(a.show(Some(&id)).to_string(), a.of(id.as_str().as_bytes()));
         assert_eq!(a.show(None).to_string(), "-");

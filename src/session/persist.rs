@@ -11,12 +11,21 @@ use super::update::{MalformedUpdate, Update};
 use crate::config::{SessionLimits, SessionSettings};
 use crate::store::{Delta, SessionStore, Store, StoreError};
 
-/// What the response must tell the browser about its cookie.
+/// What the response's update did to the store, and so what the response must tell the
+/// browser about its cookie.
 #[derive(Debug, PartialEq, Eq)]
-pub enum CookieChange {
-    Keep,
-    Issue(SessionId),
-    Clear,
+pub enum Change {
+    /// Nothing written; the cookie stays as it is.
+    None,
+    /// Attributes of the live session written; the cookie stays.
+    Updated,
+    /// A new session (its cookie is issued).
+    Created(SessionId),
+    /// The session under a new id (its cookie is issued).
+    Rotated(SessionId),
+    /// The session destroyed; the cookie is cleared. `existed` is false when there was no
+    /// live session to destroy (the cookie is cleared all the same).
+    Invalidated { existed: bool },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,15 +49,16 @@ pub async fn persist(
     settings: &SessionSettings,
     current: Option<Session>,
     update: &Update,
-) -> Result<CookieChange, PersistError> {
+) -> Result<Change, PersistError> {
     if update.invalidate {
+        let existed = current.is_some();
         if let Some(session) = current {
             store.delete(&session.id).await?;
         }
-        return Ok(CookieChange::Clear);
+        return Ok(Change::Invalidated { existed });
     }
     if update.is_empty() {
-        return Ok(CookieChange::Keep);
+        return Ok(Change::None);
     }
     let now = now_millis();
     let Some(session) = current else {
@@ -64,7 +74,7 @@ pub async fn persist(
         let new = SessionId::generate().map_err(PersistError::Random)?;
         let stored = sealed(settings, &new, next)?;
         if store.rotate(&session.id, &new, &stored, ttl).await? {
-            return Ok(CookieChange::Issue(new));
+            return Ok(Change::Rotated(new));
         }
         // Gone since this request read it: as with an update, start afresh.
         return create(store, settings, update, now).await;
@@ -78,7 +88,7 @@ pub async fn persist(
         set: &set,
     };
     if store.update(&session.id, delta, ttl).await? {
-        Ok(CookieChange::Keep)
+        Ok(Change::Updated)
     } else {
         // Expired or invalidated (another tab logged out) since this request read it. The old
         // id must stay dead, so the update starts a new session, as it would with no session.
@@ -91,9 +101,9 @@ async fn create(
     settings: &SessionSettings,
     update: &Update,
     now: u64,
-) -> Result<CookieChange, PersistError> {
+) -> Result<Change, PersistError> {
     if update.set.is_empty() {
-        return Ok(CookieChange::Keep);
+        return Ok(Change::None);
     }
     let record = Record::new(now).updated(update);
     check_limits(&record, update, settings)?;
@@ -104,7 +114,7 @@ async fn create(
     let id = SessionId::generate().map_err(PersistError::Random)?;
     let stored = sealed(settings, &id, record)?;
     store.create(&id, &stored, ttl).await?;
-    Ok(CookieChange::Issue(id))
+    Ok(Change::Created(id))
 }
 
 /// The record as it goes to the store: sealed for session `id` when encryption is on.

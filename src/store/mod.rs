@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::config::StoreSettings;
 use crate::session::id::SessionId;
@@ -116,6 +117,8 @@ enum Backend {
 pub struct Store {
     backend: Arc<Backend>,
     timeout: Duration,
+    /// Every failed or timed-out operation, whoever asked for it: `store_errors_total`.
+    errors: Counter,
 }
 
 macro_rules! dispatch {
@@ -126,10 +129,14 @@ macro_rules! dispatch {
                 Backend::Redis($store) => $call.await,
             }
         };
-        match tokio::time::timeout($self.timeout, work).await {
+        let result = match tokio::time::timeout($self.timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout($self.timeout)),
+        };
+        if result.is_err() {
+            $self.errors.inc();
         }
+        result
     }};
 }
 
@@ -152,6 +159,7 @@ impl Store {
         Ok(Store {
             backend: Arc::new(backend),
             timeout: settings.timeout,
+            errors: Counter::default(),
         })
     }
 
@@ -168,6 +176,11 @@ impl Store {
         tokio::time::timeout(limit, work)
             .await
             .unwrap_or(Err(StoreError::Timeout(limit)))
+    }
+
+    /// The counter of failed operations, for the metrics registry.
+    pub fn error_counter(&self) -> Counter {
+        self.errors.clone()
     }
 
     pub fn is_embedded(&self) -> bool {

@@ -92,6 +92,21 @@ impl RetryableBody {
         }
     }
 
+    /// No body, for requests the proxy makes itself (health checks).
+    pub fn empty() -> RetryableBody {
+        RetryableBody {
+            state: Arc::new(Mutex::new(State {
+                body: None,
+                started: false,
+                allowance: None,
+                idle_limit: Duration::MAX,
+                stall: None,
+                refused: None,
+            })),
+            prefix: HeaderPrefix::default(),
+        }
+    }
+
     /// Set once the proxy stopped reading the body: the failure is the client's.
     pub fn refusal(&self) -> Option<Refusal> {
         self.state().refused

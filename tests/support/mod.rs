@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use stickless::config::Settings;
 use stickless::listener::Server;
 
+pub mod binary;
 pub mod topology;
 
 /// Sends `signal` (`-STOP`, `-TERM`, …) to process `pid`, asserting it was delivered.
@@ -336,6 +337,9 @@ async fn answer(
 /// The proxy, in-process on a free port, stopped (gracefully) on drop.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The admin listener, when the configuration has one.
+    pub admin: Option<SocketAddr>,
+    pub reloader: stickless::reload::Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -350,17 +354,48 @@ impl Proxy {
 
     pub async fn from_settings(mut settings: Settings) -> Proxy {
         settings.listen = "127.0.0.1:0".parse().expect("addr");
+        if let Some(admin) = &mut settings.admin {
+            admin.listen = "127.0.0.1:0".parse().expect("addr");
+        }
         let server = Server::bind(&settings).await.expect("bind proxy");
         let addr = server.local_addr().expect("addr");
+        let admin = server.admin_addr();
+        let reloader = server.reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
         Proxy {
             addr,
+            admin,
+            reloader,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// Starts the drain without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Applies new configuration text as a reload would (listen addresses as running).
+    pub fn reload(&self, yaml: &str) -> Result<(), stickless::reload::ReloadError> {
+        let mut settings =
+            Settings::from_yaml(yaml, "test.yaml").unwrap_or_else(|e| panic!("test config: {e}"));
+        settings.listen = "127.0.0.1:0".parse().expect("addr");
+        if let Some(admin) = &mut settings.admin {
+            admin.listen = "127.0.0.1:0".parse().expect("addr");
+        }
+        self.reloader.apply(settings, "test.yaml")
+    }
+
+    /// GET on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> RawResponse {
+        let admin = self.admin.expect("the configuration has an admin listener");
+        RawRequest::new(admin, "GET", path).send().await
     }
 
     /// Stops accepting and waits for the drain to finish.
@@ -617,6 +652,11 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
 /// head and a `content-length` body (none if absent) have arrived; `None` if the proxy closed
 /// the connection first.
 pub async fn read_response(stream: &mut TcpStream) -> Option<u16> {
+    read_whole_response(stream).await.map(|r| r.status)
+}
+
+/// The same, the whole response.
+pub async fn read_whole_response(stream: &mut TcpStream) -> Option<RawResponse> {
     let mut raw = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
@@ -632,7 +672,7 @@ pub async fn read_response(stream: &mut TcpStream) -> Option<u16> {
                 .and_then(|l| l.parse().ok())
                 .unwrap_or(0);
             if raw.len() >= end + 4 + length {
-                return Some(response.status);
+                return Some(RawResponse::parse(&raw[..end + 4 + length]));
             }
         }
     }
