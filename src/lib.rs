@@ -26,11 +26,11 @@
 //! | [`metrics`] | the Prometheus registry and the handles the request path uses |
 //! | [`logging`] | text or JSON logs, switchable by a reload |
 //! | [`notify`] | systemd notifications: ready, reloading, stopping, watchdog |
-//! | [`report`] | an error and its causes as one line |
 //! | `sync` | a lock that survives a panic elsewhere, for the few shared maps and slots |
 //! | [`redact`] | what debug logs may show of headers (no cookies, credentials or session data) |
 //! | [`error`] | failures by origin (client, upstream, store, internal), mapped to statuses in one place |
 //! | [`demo`] | `stickless demo`: embedded store, two demo app instances, the proxy in front |
+//! | [`report`] | an error and its causes as one line, each cause said once |
 
 pub mod admin;
 pub mod config;

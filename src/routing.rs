@@ -54,20 +54,44 @@ impl Router {
     }
 
     pub fn route<B>(&self, request: &Request<B>) -> Option<&Route> {
-        let host = request
+        let authority = request
             .headers()
             .get(HOST)
             .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().authority().map(|a| a.as_str()))
-            .map(host_without_port);
-        let path = request.uri().path();
-        self.routes.iter().find(|route| {
-            path.starts_with(&route.path_prefix)
-                && route
-                    .host
-                    .as_deref()
-                    .is_none_or(|want| host.is_some_and(|got| got.eq_ignore_ascii_case(want)))
-        })
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        let destination = Destination::new(authority, request.uri().path());
+        self.routes
+            .iter()
+            .find(|route| destination.taken_by(route.host.as_deref(), &route.path_prefix))
+    }
+}
+
+/// Where a request goes, as routing sees it. Also what `check` routes a login URL with, so
+/// that both agree on which route a path reaches.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    host: Option<&'a str>,
+    path: &'a str,
+}
+
+impl<'a> Destination<'a> {
+    /// `authority` as in `Host` (a port and a trailing dot are ignored); `None` is a request
+    /// that names no host, which only routes without a host take.
+    pub fn new(authority: Option<&'a str>, path: &'a str) -> Destination<'a> {
+        Destination {
+            host: authority.map(host_without_port),
+            path,
+        }
+    }
+
+    pub fn host(&self) -> Option<&'a str> {
+        self.host
+    }
+
+    /// Whether a route with this host (`None`: any) and path prefix takes the request.
+    pub fn taken_by(&self, host: Option<&str>, path_prefix: &str) -> bool {
+        self.path.starts_with(path_prefix)
+            && host.is_none_or(|want| self.host.is_some_and(|got| got.eq_ignore_ascii_case(want)))
     }
 }
 

@@ -16,14 +16,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_stickless");
 
 fn write_config(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("stickless-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap_or(&dir)).expect("temp dir");
     std::fs::write(&path, text).expect("write config");
     path
 }
 
 fn check(text: &str) -> Output {
-    let path = write_config("check.yaml", text);
+    // Tests run in parallel: each check gets a folder of its own for its `check.yaml`.
+    static CHECKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = write_config(&format!("check-{n}/check.yaml"), text);
     Command::new(BIN)
         .args(["check", "--config"])
         .arg(&path)
@@ -55,11 +58,18 @@ fn check_reports_what_is_wrong_and_where() {
     let base = "store:\n  url: \"memory://\"\nroutes:\n  - match: { path_prefix: \"/\" }\n    upstreams: [\"http://127.0.0.1:9001\"]\n";
     let redis_base = "routes:\n  - match: { path_prefix: \"/\" }\n    upstreams: [\"http://127.0.0.1:9001\"]\nstore:\n  url: \"URL\"\n";
     let cases: &[(String, &[&str])] = &[
-        (format!("{base}colour: blue\n"), &["unknown field `colour`"]),
+        (
+            format!("{base}colour: blue\n"),
+            &["unknown field `colour`", "check.yaml:6: colour"],
+        ),
         (base.replace("url:", "uri:"), &["unknown field `uri`"]),
         (
             format!("{base}  - match: {{ path_prefix: \"/x\" }}\n    upstreams: [\"ftp://h:1\"]\n"),
-            &["routes[1].upstreams[0]", "http://"],
+            &[
+                "routes[1].upstreams[0]",
+                "http://",
+                "check.yaml:7: routes[1]",
+            ],
         ),
         (
             base.replace("\"/\"", "\"api\""),
@@ -67,11 +77,11 @@ fn check_reports_what_is_wrong_and_where() {
         ),
         (
             format!("{base}session:\n  idle_timeout: soon\n"),
-            &["session.idle_timeout", "check.yaml:"],
+            &["session.idle_timeout", "check.yaml:7: session.idle_timeout"],
         ),
         (
             format!("{base}session:\n  cookie:\n    same_site: none\n    secure: false\n"),
-            &["session.cookie.same_site"],
+            &["check.yaml:8: session.cookie.same_site"],
         ),
         (base.replace("memory://", "mysql://db"), &["store.url"]),
         (
@@ -151,6 +161,159 @@ fn check_reports_what_is_wrong_and_where() {
         .expect("run");
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("/nonexistent/proxy.yaml"));
+}
+
+#[test]
+fn check_reports_every_shape_error_at_once() {
+    let output = check(
+        "store:\n  url: \"memory://\"\n  uri: \"memory://\"\nroutes:\n  - match: { path_prefix: \"/\" }\n    upstreams: [\"http://127.0.0.1:9001\"]\n    colour: red\n  - match: { path_prefix: \"/x\", hots: a }\n    upstreams: [\"http://127.0.0.1:9001\"]\n    session: sometimes\nsession:\n  cookie:\n    nmae: SESSION\n",
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    for needle in [
+        "5 problems",
+        "check.yaml:3: store.uri: unknown field `uri`",
+        "check.yaml:7: routes[0].colour: unknown field `colour`",
+        "check.yaml:8: routes[1].match.hots: unknown field `hots`",
+        "check.yaml:10: routes[1].session: unknown variant `sometimes`",
+        "check.yaml:13: session.cookie.nmae: unknown field `nmae`",
+    ] {
+        assert!(message.contains(needle), "{message} lacks {needle:?}");
+    }
+    // One problem a line, so that each can be jumped to.
+    assert_eq!(message.lines().count(), 6, "{message}");
+}
+
+#[test]
+fn check_refuses_a_login_url_that_loops() {
+    let route = |prefix: &str, extra: &str| {
+        format!("  - match: {{ path_prefix: \"{prefix}\" }}\n    upstreams: [\"http://127.0.0.1:9001\"]\n{extra}")
+    };
+    let hosted = |host: &str, extra: &str| {
+        format!("  - match: {{ path_prefix: \"/\", host: \"{host}\" }}\n    upstreams: [\"http://127.0.0.1:9001\"]\n{extra}")
+    };
+    let required = |login: &str| format!("    session: required\n    login_url: \"{login}\"\n");
+    let config =
+        |routes: &[String]| format!("store:\n  url: \"memory://\"\nroutes:\n{}", routes.concat());
+    let loops = [
+        // The route sends to itself.
+        (
+            config(&[route("/", &required("/login"))]),
+            "check.yaml:7: routes[0].login_url",
+            "routes[0] (this route)",
+        ),
+        // Another route that requires a session takes the login page first.
+        (
+            config(&[
+                route("/login", "    session: required\n"),
+                route("/", &required("/login?next=/")),
+            ]),
+            "check.yaml:10: routes[1].login_url",
+            "routes[0],",
+        ),
+        // An absolute URL on the route's own host (any case, any port).
+        (
+            config(&[hosted(
+                "app.example.com",
+                &required("https://APP.example.com:8443/login"),
+            )]),
+            "check.yaml:7: routes[0].login_url",
+            "routes[0] (this route)",
+        ),
+    ];
+    for (text, at, target) in loops {
+        let output = check(&text);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        let message = stderr(&output);
+        for needle in [&format!("{at}: `"), target, "requires a session", "loop"] {
+            assert!(message.contains(needle), "{message} lacks {needle:?}");
+        }
+    }
+    let fine = [
+        // The login page is served by a route that does not require a session.
+        config(&[
+            route("/login", "    session: \"off\"\n"),
+            route("/", &required("/login")),
+        ]),
+        config(&[route("/login", ""), route("/", &required("/login"))]),
+        // On another host: an identity provider, or this proxy's route for that host.
+        config(&[route("/", &required("https://idp.example.org/login"))]),
+        config(&[route("/", &required("//idp.example.org/login"))]),
+        config(&[
+            hosted("app.example.com", &required("https://login.example.com/")),
+            hosted("login.example.com", ""),
+        ]),
+        // Without a login URL a request gets 401: nothing to loop.
+        config(&[route("/", "    session: required\n")]),
+    ];
+    for text in fine {
+        let output = check(&text);
+        assert!(output.status.success(), "{text}\n{}", stderr(&output));
+    }
+}
+
+#[test]
+fn check_says_listen_takes_an_ip_address() {
+    let routes = "store:\n  url: \"memory://\"\nroutes:\n  - match: { path_prefix: \"/\" }\n    upstreams: [\"http://127.0.0.1:9001\"]\n";
+    for name in ["localhost:8080", "proxy.internal:80"] {
+        let output = check(&format!("listen: \"{name}\"\n{routes}"));
+        assert_eq!(output.status.code(), Some(2));
+        let message = stderr(&output);
+        for needle in [
+            &format!("check.yaml:1: listen: `{name}`"),
+            "IP address and port",
+            "127.0.0.1:8080",
+            "[::]:8080",
+            "not a host name",
+        ] {
+            assert!(message.contains(needle), "{message} lacks {needle:?}");
+        }
+    }
+    for garbage in ["nowhere", "127.0.0.1", "1.2.3.4:99999"] {
+        let output = check(&format!("listen: \"{garbage}\"\n{routes}"));
+        assert_eq!(output.status.code(), Some(2));
+        let message = stderr(&output);
+        assert!(
+            message.contains("is not an address of the form host:port")
+                && !message.contains("host name"),
+            "{message}"
+        );
+    }
+    for good in ["127.0.0.1:0", "[::1]:8080", "0.0.0.0:80"] {
+        let output = check(&format!("listen: \"{good}\"\n{routes}"));
+        assert!(output.status.success(), "{good}: {}", stderr(&output));
+    }
+}
+
+#[test]
+fn check_connect_says_each_cause_once() {
+    let path = write_config(
+        "unreachable.yaml",
+        "store:\n  url: \"redis://127.0.0.1:1\"\nroutes:\n  - match: { path_prefix: \"/\" }\n    upstreams: [\"http://127.0.0.1:9001\"]\n",
+    );
+    let output = Command::new(BIN)
+        .args(["check", "--connect", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run stickless check --connect");
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("unreachable.yaml") && message.contains("redis://127.0.0.1:1"),
+        "{message}"
+    );
+    let parts: Vec<&str> = message
+        .trim()
+        .split(": ")
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(part),
+            "`{part}` said twice: {message}"
+        );
+    }
 }
 
 #[test]

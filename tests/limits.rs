@@ -179,39 +179,72 @@ async fn a_client_that_stalls_its_body_gets_408_while_others_are_served() {
 /// makes the proxy start work it never finishes. Past `max_pending_accept_reset_streams` the
 /// connection is closed with GOAWAY, only a handful of requests reach the backend, and other
 /// clients are served throughout.
+///
+/// The client writes its frames by hand and reads what the server sends on a task of its own.
+/// The server closes right after its GOAWAY: a client that reads only when it is not writing
+/// (as an HTTP/2 library does) can have its next write fail with a broken pipe first and never
+/// see the GOAWAY. Here the reader takes every byte that arrived, whatever the writer meets,
+/// and the writer waits for the server to answer each burst before it sends the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_rapid_reset_closes_the_connection_and_others_are_served() {
+    use raw_h2::{Heard, FRAME_PING, FRAME_SETTINGS, PREFACE};
+
     let backend = Backend::start("a").await;
     let proxy = Proxy::start(&config("memory://", &[&backend])).await;
     let tcp = TcpStream::connect(proxy.addr).await.expect("connect");
-    let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2c handshake");
-    let closed = tokio::spawn(connection);
+    let (read, mut write) = tcp.into_split();
+    let (tell, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(raw_h2::read(read, tell));
+    let mut hello = PREFACE.to_vec();
+    hello.extend(raw_h2::frame(FRAME_SETTINGS, 0, 0, &[]));
+    write.write_all(&hello).await.expect("h2c preface");
 
     const STREAMS: usize = 5_000;
+    // Opened and cancelled in one write, so that the server reads them together, before it
+    // can accept any: that is the attack.
+    const BURST: usize = 100;
     let mut sent = 0;
-    for _ in 0..STREAMS {
-        let request = http::Request::get(format!("http://{}/", proxy.addr))
-            .body(())
-            .expect("request");
-        let Ok(ready) = client.ready().await else {
+    'attack: while sent < STREAMS {
+        let mut burst = Vec::new();
+        for n in sent..sent + BURST {
+            let id = u32::try_from(2 * n + 1).expect("stream id");
+            burst.extend(raw_h2::get(id, "app.test"));
+            burst.extend(raw_h2::reset(id, h2::Reason::CANCEL.into()));
+        }
+        // The server answers a PING after every frame before it: once it has, it has taken
+        // the whole burst.
+        burst.extend(raw_h2::frame(FRAME_PING, 0, 0, b"stickles"));
+        if write.write_all(&burst).await.is_err() {
             break;
-        };
-        client = ready;
-        let Ok((_response, mut stream)) = client.send_request(request, false) else {
-            break;
-        };
-        stream.send_reset(h2::Reason::CANCEL);
-        sent += 1;
+        }
+        sent += BURST;
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(5), heard.recv())
+                .await
+                .expect("the server answers a PING or ends the connection");
+            match event {
+                Some(Heard::Settings) => {
+                    let ack = raw_h2::frame(FRAME_SETTINGS, raw_h2::FLAG_ACK, 0, &[]);
+                    if write.write_all(&ack).await.is_err() {
+                        break 'attack;
+                    }
+                }
+                Some(Heard::PingAck) => continue 'attack,
+                // Nothing more to send on a connection that is going away or gone.
+                Some(Heard::GoAway) | None => break 'attack,
+            }
+        }
     }
-    let ended = tokio::time::timeout(Duration::from_secs(5), closed)
+    // The write half stays open: the proxy, not the client, has to end the connection.
+    let goaway = tokio::time::timeout(Duration::from_secs(5), reader)
         .await
         .expect("the proxy closes an abusive connection")
-        .expect("connection task");
-    let reason = ended.as_ref().err().and_then(|e| e.reason());
+        .expect("reader task");
+    drop(write);
     assert_eq!(
-        reason,
+        goaway,
         Some(h2::Reason::ENHANCE_YOUR_CALM),
-        "GOAWAY after {sent} reset streams: {ended:?}"
+        "GOAWAY after {sent} reset streams"
     );
     assert!(
         sent < STREAMS,
@@ -229,4 +262,96 @@ async fn http2_rapid_reset_closes_the_connection_and_others_are_served() {
         reached < 200,
         "{reached} of {sent} cancelled requests reached the backend"
     );
+}
+
+/// Just enough HTTP/2 (RFC 9113) to open and cancel streams by hand and read the answers.
+mod raw_h2 {
+    use tokio::io::AsyncReadExt;
+    use tokio::net::tcp::OwnedReadHalf;
+    use tokio::sync::mpsc::UnboundedSender;
+
+    pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const FRAME_HEADERS: u8 = 0x1;
+    const FRAME_RST_STREAM: u8 = 0x3;
+    pub const FRAME_SETTINGS: u8 = 0x4;
+    pub const FRAME_PING: u8 = 0x6;
+    const FRAME_GOAWAY: u8 = 0x7;
+    pub const FLAG_ACK: u8 = 0x1;
+    const FLAG_END_STREAM: u8 = 0x1;
+    const FLAG_END_HEADERS: u8 = 0x4;
+
+    /// What the reader passes on to the writer.
+    #[derive(Debug)]
+    pub enum Heard {
+        /// The server's SETTINGS, which want an ACK.
+        Settings,
+        PingAck,
+        GoAway,
+    }
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len())
+            .expect("frame length")
+            .to_be_bytes();
+        let mut frame = vec![len[1], len[2], len[3], kind, flags];
+        frame.extend(stream.to_be_bytes());
+        frame.extend(payload);
+        frame
+    }
+
+    /// `GET /` for `authority`, over and done with (END_STREAM): HPACK static-table entries
+    /// for `:method GET`, `:scheme http` and `:path /`, and `:authority` as a literal.
+    pub fn get(stream: u32, authority: &str) -> Vec<u8> {
+        let mut block = vec![0x82, 0x86, 0x84, 0x01];
+        block.push(u8::try_from(authority.len()).expect("short authority"));
+        block.extend(authority.as_bytes());
+        frame(
+            FRAME_HEADERS,
+            FLAG_END_HEADERS | FLAG_END_STREAM,
+            stream,
+            &block,
+        )
+    }
+
+    pub fn reset(stream: u32, code: u32) -> Vec<u8> {
+        frame(FRAME_RST_STREAM, 0, stream, &code.to_be_bytes())
+    }
+
+    /// Reads frames until the connection ends, telling the writer what it needs to know;
+    /// returns the error code of the last GOAWAY. A connection reset ends it like a close:
+    /// the kernel hands out what arrived before the reset first.
+    pub async fn read(mut read: OwnedReadHalf, tell: UnboundedSender<Heard>) -> Option<h2::Reason> {
+        let mut buffer = Vec::new();
+        let mut goaway = None;
+        loop {
+            while let Some(header) = buffer.get(..9) {
+                let len = usize::from(header[0]) << 16
+                    | usize::from(header[1]) << 8
+                    | usize::from(header[2]);
+                let (kind, flags) = (header[3], header[4]);
+                let Some(payload) = buffer.get(9..9 + len) else {
+                    break;
+                };
+                let heard = match kind {
+                    FRAME_SETTINGS if flags & FLAG_ACK == 0 => Some(Heard::Settings),
+                    FRAME_PING if flags & FLAG_ACK != 0 => Some(Heard::PingAck),
+                    FRAME_GOAWAY => payload.get(4..8).map(|code| {
+                        let code = u32::from_be_bytes([code[0], code[1], code[2], code[3]]);
+                        goaway = Some(h2::Reason::from(code));
+                        Heard::GoAway
+                    }),
+                    _ => None,
+                };
+                if let Some(heard) = heard {
+                    // The writer may have stopped listening; the GOAWAY's code is returned.
+                    let _ = tell.send(heard);
+                }
+                buffer.drain(..9 + len);
+            }
+            match read.read_buf(&mut buffer).await {
+                Ok(0) | Err(_) => return goaway,
+                Ok(_) => {}
+            }
+        }
+    }
 }

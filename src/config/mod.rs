@@ -17,8 +17,12 @@ pub use settings::{
 /// One thing wrong with a configuration, located by key path (`routes[1].upstreams[0]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// Empty for a problem with the whole file.
     pub path: String,
     pub message: String,
+    /// The line of the text the key path leads to, when it can be found there, so that
+    /// editors jump to it (`file:line:`).
+    pub line: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +40,7 @@ pub enum ConfigError {
         line: Option<usize>,
         column: Option<usize>,
     },
-    #[error("{file}: {}", ProblemList(problems))]
+    #[error("{}", ProblemList(file, problems))]
     Invalid {
         file: String,
         problems: Vec<Problem>,
@@ -50,18 +54,31 @@ fn location(line: Option<usize>, column: Option<usize>) -> String {
     }
 }
 
-struct ProblemList<'a>(&'a [Problem]);
+/// One problem on one line; several under a count, each on its own indented line. Every
+/// problem line starts with `file:line:` (when the line is known) for editors and `grep`.
+struct ProblemList<'a>(&'a str, &'a [Problem]);
 
 impl fmt::Display for ProblemList<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let many = self.0.len() > 1;
-        for (i, problem) in self.0.iter().enumerate() {
-            if many {
+        let ProblemList(file, problems) = *self;
+        if problems.is_empty() {
+            return write!(f, "{file}: invalid");
+        }
+        if problems.len() > 1 {
+            write!(f, "{file}: {} problems", problems.len())?;
+        }
+        for problem in problems {
+            if problems.len() > 1 {
                 write!(f, "\n  ")?;
-            } else if i > 0 {
-                write!(f, "; ")?;
             }
-            write!(f, "{}: {}", problem.path, problem.message)?;
+            write!(f, "{file}")?;
+            if let Some(line) = problem.line {
+                write!(f, ":{line}")?;
+            }
+            if !problem.path.is_empty() {
+                write!(f, ": {}", problem.path)?;
+            }
+            write!(f, ": {}", problem.message)?;
         }
         Ok(())
     }
@@ -79,16 +96,29 @@ impl Settings {
     }
 
     /// Parses and validates configuration text; `origin` names it in error messages.
+    ///
+    /// Every problem is reported, where the parser allows: a YAML syntax error alone (the
+    /// parser cannot go on), else every shape error (unknown key, wrong type), else every
+    /// validation problem.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Settings, ConfigError> {
-        let raw: file::FileConfig = yaml::from_str(text).map_err(|err| ConfigError::Syntax {
-            file: origin.to_string(),
-            message: err.message,
-            line: err.line,
-            column: err.column,
+        let invalid = |mut problems: Vec<Problem>| {
+            for problem in &mut problems {
+                problem.line = yaml::locate(text, &problem.path);
+            }
+            ConfigError::Invalid {
+                file: origin.to_string(),
+                problems,
+            }
+        };
+        let raw: file::FileConfig = yaml::from_str(text).map_err(|err| match err {
+            yaml::Unread::Syntax(err) => ConfigError::Syntax {
+                file: origin.to_string(),
+                message: err.message,
+                line: err.line,
+                column: err.column,
+            },
+            yaml::Unread::Shape(problems) => invalid(problems),
         })?;
-        settings::validate(raw).map_err(|problems| ConfigError::Invalid {
-            file: origin.to_string(),
-            problems,
-        })
+        settings::validate(raw).map_err(invalid)
     }
 }

@@ -14,6 +14,7 @@ use super::file::{
     FileConfig, HealthFile, LogFormat, OnUnavailable, RouteFile, SameSite, SessionMode, StoreFile,
 };
 use super::Problem;
+use crate::routing::Destination;
 use crate::session::fingerprint::Fingerprints;
 use crate::session::keys::MIN_KEY_BYTES;
 use crate::session::lifetime::Lifetime;
@@ -188,6 +189,7 @@ impl Problems {
         self.0.push(Problem {
             path: path.into(),
             message: message.into(),
+            line: None,
         });
     }
 }
@@ -195,14 +197,8 @@ impl Problems {
 pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
     let mut problems = Problems::default();
 
-    let listen = file.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
-        problems.add(
-            "listen",
-            format!(
-                "`{}` is not an address of the form host:port (e.g. 127.0.0.1:8080)",
-                file.listen
-            ),
-        );
+    let listen = listen_address(&file.listen).unwrap_or_else(|message| {
+        problems.add("listen", message);
         SocketAddr::from(([127, 0, 0, 1], 8080))
     });
 
@@ -359,6 +355,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         .enumerate()
         .map(|(i, route)| validate_route(&format!("routes[{i}]"), route, &mut problems))
         .collect();
+    refuse_login_loops(&routes, &mut problems);
 
     let timeouts = Timeouts {
         header_read: file.timeouts.header_read,
@@ -417,17 +414,12 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
     }
 
     let admin = file.admin.map(|admin| {
-        let listen = admin.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
-            problems.add(
-                "admin.listen",
-                format!(
-                    "`{}` is not an IP address and port (e.g. 127.0.0.1:9901)",
-                    admin.listen
-                ),
-            );
+        let listen = listen_address(&admin.listen).unwrap_or_else(|message| {
+            problems.add("admin.listen", message);
             SocketAddr::from(([127, 0, 0, 1], 9901))
         });
-        if listen.port() != 0 && listen == self_listen(&file.listen) {
+        // Port 0 (any free port) never clashes.
+        if listen.port() != 0 && listen_address(&file.listen).ok() == Some(listen) {
             problems.add("admin.listen", "must differ from `listen`");
         }
         let token = admin.token_file.and_then(|path| {
@@ -636,6 +628,87 @@ fn credentials(url: StoreUrl, store: &StoreFile, problems: &mut Problems) -> Sto
     StoreUrl::Redis(target)
 }
 
+/// The listener's address. Host names are refused rather than resolved: a name can stand for
+/// several addresses (`localhost` for 127.0.0.1 and ::1) while we would bind one of them,
+/// picked by the resolver at start, and what it stands for may change under a running proxy.
+fn listen_address(raw: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = raw.parse() {
+        return Ok(address);
+    }
+    let named = raw.rsplit_once(':').is_some_and(|(host, port)| {
+        port.parse::<u16>().is_ok()
+            && host.bytes().any(|b| b.is_ascii_alphabetic())
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    });
+    Err(if named {
+        format!(
+            "`{raw}` names a host: listen takes an IP address and port \
+             (e.g. 127.0.0.1:8080 or [::]:8080), not a host name"
+        )
+    } else {
+        format!("`{raw}` is not an address of the form host:port (e.g. 127.0.0.1:8080)")
+    })
+}
+
+/// A `session: required` route sends a browser without a session to its `login_url`. If that
+/// URL is itself routed to a route that requires a session, the browser is sent there again
+/// and again, and nobody can ever log in.
+fn refuse_login_loops(routes: &[RouteSettings], problems: &mut Problems) {
+    for (i, route) in routes.iter().enumerate() {
+        let (SessionMode::Required, Some(login)) = (route.session, route.login_url.as_deref())
+        else {
+            continue;
+        };
+        let Ok(url) = login.parse::<Uri>() else {
+            continue;
+        };
+        let destination = match (url.scheme(), url.authority()) {
+            // A path: the browser stays on the host it asked for. For a route without a host,
+            // that is any host no route names (which only routes without a host take).
+            // `//host/path` is another host, without a scheme.
+            (None, None) if login.starts_with('/') && !login.starts_with("//") => {
+                Destination::new(route.host.as_deref(), url.path())
+            }
+            (Some(_), Some(authority)) => {
+                let destination = Destination::new(Some(authority.as_str()), url.path());
+                // We only know that we serve the URL's host when a route names it (this one,
+                // or another); any other host may well be someone else's login page, such as
+                // an identity provider's, even in front of a route without a host.
+                let ours = destination.host().is_some_and(|host| {
+                    routes
+                        .iter()
+                        .filter_map(|r| r.host.as_deref())
+                        .any(|named| named.eq_ignore_ascii_case(host))
+                });
+                if !ours {
+                    continue;
+                }
+                destination
+            }
+            _ => continue,
+        };
+        let taken = routes
+            .iter()
+            .position(|r| destination.taken_by(r.host.as_deref(), &r.path_prefix));
+        if let Some(j) = taken.filter(|&j| routes[j].session == SessionMode::Required) {
+            let itself = if i == j { " (this route)" } else { "" };
+            problems.add(
+                format!("routes[{i}].login_url"),
+                format!(
+                    "`{login}` would redirect to routes[{j}]{itself}, which requires a session \
+                     itself, so the redirect would loop; serve the login page from a route with \
+                     `session: on` or `off`"
+                ),
+            );
+        }
+    }
+}
+
 fn validate_route(path: &str, route: RouteFile, problems: &mut Problems) -> RouteSettings {
     let prefix = route.matcher.path_prefix;
     let name = match route.name {
@@ -766,12 +839,6 @@ fn is_route_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b))
-}
-
-/// `listen` as parsed for comparison with `admin.listen`; an unparsable one is reported
-/// under its own key.
-fn self_listen(raw: &str) -> SocketAddr {
-    raw.parse().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 fn parse_upstream(raw: &str) -> Result<Authority, String> {
