@@ -160,6 +160,12 @@ fn summary(s: &Settings) -> String {
         s.session.prefix.as_str(),
         s.session.sealer.as_ref().map_or("stored as sent".to_owned(), |s| format!("encrypted, {} keys", s.key_count())),
     );
+    let admin = s.admin.as_ref().map_or_else(
+        || "none".to_owned(),
+        |a| format!("{} (/healthz, /readyz, /metrics)", a.listen),
+    );
+    let _ = writeln!(out, "  admin: {admin}");
+    let _ = writeln!(out, "  log: {}", s.log.as_str());
     let _ = writeln!(out, "  routes ({}, first match wins):", s.routes.len());
     for (i, r) in s.routes.iter().enumerate() {
         let _ = writeln!(out, "    [{i}] {}", describe(r));
@@ -174,8 +180,25 @@ fn describe(r: &RouteSettings) -> String {
         .as_deref()
         .map(|u| format!(", login_url {u}"))
         .unwrap_or_default();
+    let h = &r.health;
+    let passive = match h.max_fails {
+        0 => "never skipped".to_owned(),
+        n => format!(
+            "skipped {} after {n} failure{}",
+            humantime::format_duration(h.fail_timeout),
+            if n == 1 { "" } else { "s" }
+        ),
+    };
+    let check = h.check.as_ref().map_or_else(String::new, |c| {
+        format!(
+            ", checked GET {} every {}",
+            c.path,
+            humantime::format_duration(c.interval)
+        )
+    });
     format!(
-        "host {} path {}* -> {} (session: {}{login})",
+        "{}: host {} path {}* -> {} (session: {}{login}; upstreams {passive}{check})",
+        r.name,
         r.host.as_deref().unwrap_or("*"),
         r.path_prefix,
         upstreams.join(", "),

@@ -6,21 +6,11 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use support::binary::{write_config, Instance, BIN};
 use support::{Backend, RawRequest, RedisServer};
-
-const BIN: &str = env!("CARGO_BIN_EXE_stickless");
-
-fn write_config(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stickless-cli-{}", std::process::id()));
-    let path = dir.join(name);
-    std::fs::create_dir_all(path.parent().unwrap_or(&dir)).expect("temp dir");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
 
 fn check(text: &str) -> Output {
     // Tests run in parallel: each check gets a folder of its own for its `check.yaml`.
@@ -84,6 +74,41 @@ fn check_reports_what_is_wrong_and_where() {
             &["check.yaml:8: session.cookie.same_site"],
         ),
         (base.replace("memory://", "mysql://db"), &["store.url"]),
+        // The operating keys.
+        (
+            format!("{base}  - match: {{ path_prefix: \"/\" }}\n    upstreams: [\"http://127.0.0.1:9002\"]\n"),
+            &["check.yaml:6: routes[1].match", "routes[0]", "never used"],
+        ),
+        (
+            base.replace("  - match:", "  - name: app\n    match:")
+                + "  - name: app\n    match: { path_prefix: \"/x\" }\n    upstreams: [\"http://127.0.0.1:9002\"]\n",
+            &["routes[1].name", "also the name of routes[0]"],
+        ),
+        (
+            base.replace("  - match:", "  - name: \"my route\"\n    match:"),
+            &["routes[0].name", "not a route name"],
+        ),
+        (
+            format!("{base}admin:\n  listen: \"localhost:9901\"\n"),
+            &["admin.listen", "not a host name"],
+        ),
+        (
+            format!("{base}admin:\n  listen: \"127.0.0.1:9901\"\n  token_file: /nonexistent/token\n"),
+            &["admin.token_file", "/nonexistent/token"],
+        ),
+        (
+            format!("{base}listen: \"127.0.0.1:9901\"\nadmin:\n  listen: \"127.0.0.1:9901\"\n"),
+            &["admin.listen", "differ from `listen`"],
+        ),
+        (format!("{base}log:\n  format: xml\n"), &["log.format", "unknown variant"]),
+        (
+            format!("{base}    health: {{ check: {{ path: \"health\" }} }}\n"),
+            &["routes[0].health.check.path"],
+        ),
+        (
+            format!("{base}    health: {{ max_fails: 3, fail_timeout: 0s }}\n"),
+            &["routes[0].health.fail_timeout"],
+        ),
         (
             format!("{base}    session: sometimes\n"),
             &["unknown variant `sometimes`"],
@@ -335,80 +360,6 @@ fn run_refuses_a_bad_config_with_exit_2() {
     );
 }
 
-/// A `stickless run` child process; the address comes from its "listening on" log line.
-struct Instance {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Instance {
-    fn start(config: &PathBuf) -> Instance {
-        Instance::start_logging(config, "info")
-    }
-
-    fn start_logging(config: &PathBuf, level: &str) -> Instance {
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("STICKLESS_LOG", level)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn stickless run");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("stickless exited before listening")
-                .expect("read log");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .expect("address")
-                    .parse()
-                    .expect("socket address");
-            }
-        };
-        // Keep draining the log so the child never blocks on a full pipe.
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let kept = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                kept.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-            }
-        });
-        Instance { child, addr, log }
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn signal(&self, signal: &str) {
-        support::send_signal(self.child.id(), signal);
-    }
-
-    fn wait(&mut self) -> Option<i32> {
-        for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn run_config(name: &str, store: &str, backends: &[&Backend]) -> PathBuf {
     let ups: Vec<String> = backends
         .iter()
@@ -490,7 +441,7 @@ async fn two_instances_share_sessions_and_one_can_die() {
 async fn logs_never_show_ids_cookies_credentials_or_values() {
     let backend = Backend::start("a").await;
     let config = run_config("logs.yaml", "memory://", &[&backend]);
-    let proxy = Instance::start_logging(&config, "debug");
+    let proxy = Instance::start_with(&config, &[("STICKLESS_LOG", "debug")]);
     let login = RawRequest::new(proxy.addr, "GET", "/login")
         .header("Authorization", "Bearer token-sekrit")
         .reply("X-Session-Set-User", "alice-value")

@@ -349,6 +349,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
     if file.routes.is_empty() {
         problems.add("routes", "at least one route is needed");
     }
+    let named: Vec<bool> = file.routes.iter().map(|r| r.name.is_some()).collect();
     let routes: Vec<RouteSettings> = file
         .routes
         .into_iter()
@@ -452,13 +453,25 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         AdminSettings { listen, token }
     });
 
-    let mut names = std::collections::HashSet::new();
+    // Names label metrics, so two routes may not share one. An unnamed route is named by its
+    // host and prefix; a second route with the same ones can never match (the first wins).
+    let mut names = std::collections::HashMap::new();
     for (i, route) in routes.iter().enumerate() {
-        if !names.insert(route.name.as_str()) {
-            problems.add(
-                format!("routes[{i}].name"),
-                format!("`{}` names another route too", route.name),
-            );
+        if let Some(first) = names.insert(route.name.as_str(), i) {
+            let (key, message) = if named[i] {
+                (
+                    format!("routes[{i}].name"),
+                    format!("`{}` is also the name of routes[{first}]", route.name),
+                )
+            } else {
+                (
+                    format!("routes[{i}].match"),
+                    format!(
+                        "the same host and path prefix as routes[{first}], which always matches first, so this route is never used; change its match or give both a `name`"
+                    ),
+                )
+            };
+            problems.add(key, message);
         }
     }
 

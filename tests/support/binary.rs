@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_stickless");
 
-/// Writes a configuration file into a directory of this test process.
+/// Writes a configuration file into a directory of this test process; `name` may have
+/// folders of its own.
 pub fn write_config(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("stickless-bin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap_or(&dir)).expect("temp dir");
     std::fs::write(&path, text).expect("write config");
     path
 }
