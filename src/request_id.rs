@@ -43,8 +43,19 @@ fn make() -> HeaderValue {
         u64::from_le_bytes(bytes)
     });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let text = format!("{process:016x}{n:016x}");
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    // Hex by hand: this runs for every request that came without an id.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    for (i, byte) in process
+        .to_be_bytes()
+        .iter()
+        .chain(&n.to_be_bytes())
+        .enumerate()
+    {
+        text[2 * i] = HEX[usize::from(byte >> 4)];
+        text[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+    }
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]
@@ -56,6 +67,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         let made = take_or_make(&headers);
         assert_eq!(made.len(), 32);
+        assert!(
+            made.as_bytes().iter().all(u8::is_ascii_hexdigit),
+            "{made:?}"
+        );
         assert_ne!(made, take_or_make(&headers), "unique");
         for (given, kept) in [
             ("abc-123", true),
