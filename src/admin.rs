@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -15,9 +15,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+use crate::error::plain as text;
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use crate::proxy::Proxy;
-use crate::upstream::body::{full, ProxyBody};
+use crate::upstream::body::ProxyBody;
 
 /// A health checker or scraper that stops sending is cut off after this.
 const HEADER_READ: Duration = Duration::from_secs(10);
@@ -107,16 +108,4 @@ async fn readiness(proxy: &Proxy) -> Response<ProxyBody> {
     } else {
         text(StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n")
     }
-}
-
-fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<ProxyBody> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }

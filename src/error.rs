@@ -84,24 +84,36 @@ impl ProxyError {
     /// A short plain-text answer. Details stay in the log: the client learns the status only.
     pub fn to_response(&self) -> Response<ProxyBody> {
         let status = self.status();
-        let text = format!(
-            "{} {}\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or_default()
-        );
-        let mut response = Response::new(full(text));
-        *response.status_mut() = status;
+        let mut response = plain(status, status_line(status));
         let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.origin() == Origin::Store {
             headers.insert(RETRY_AFTER, STORE_RETRY_AFTER);
         }
         response
     }
+}
+
+/// `"503 Service Unavailable\n"`: the body of the answers the proxy makes itself.
+pub fn status_line(status: StatusCode) -> String {
+    format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default()
+    )
+}
+
+/// A short plain-text answer of the proxy's own (errors, redirects to log in, the admin
+/// endpoints), never to be cached.
+pub fn plain(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<ProxyBody> {
+    let mut response = Response::new(full(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 #[cfg(test)]

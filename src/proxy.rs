@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 
 use crate::config::{OnUnavailable, SessionMode, Settings};
 use crate::context::{Connection, RequestContext};
-use crate::error::{Origin, ProxyError};
+use crate::error::{plain, status_line, Origin, ProxyError};
 use crate::live::Live;
 use crate::metrics::{Lookup, Metrics};
 use crate::redact::Redacted;
@@ -32,7 +32,7 @@ use crate::session::record::Session;
 use crate::session::resolve::resolve;
 use crate::session::update::{take_update, Update};
 use crate::store::{Store, StoreError};
-use crate::upstream::body::{self, full, ProxyBody, Refusal, RetryableBody};
+use crate::upstream::body::{self, ProxyBody, Refusal, RetryableBody};
 use crate::upstream::health::HealthRegistry;
 use crate::upstream::{forwarded, hop, UpstreamClient};
 
@@ -341,15 +341,11 @@ fn deny_anonymous(route: &Route) -> Response<ProxyBody> {
         .login_url
         .as_deref()
         .and_then(|url| HeaderValue::from_str(url).ok());
-    let (status, text) = match location {
-        Some(_) => (StatusCode::FOUND, "302 Found\n"),
-        None => (StatusCode::UNAUTHORIZED, "401 Unauthorized\n"),
+    let status = match location {
+        Some(_) => StatusCode::FOUND,
+        None => StatusCode::UNAUTHORIZED,
     };
-    let mut response = Response::new(full(text));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut response = plain(status, status_line(status));
     if let Some(location) = location {
         response.headers_mut().insert(LOCATION, location);
     }
