@@ -22,7 +22,9 @@ pub struct Connection {
     pub local: SocketAddr,
 }
 
-pub struct RequestContext {
+/// Borrows from the configuration the request runs under (`'a`), so filling it in clones
+/// nothing shared between threads.
+pub struct RequestContext<'a> {
     pub started: Instant,
     pub request_id: HeaderValue,
     pub method: Method,
@@ -30,8 +32,8 @@ pub struct RequestContext {
     pub path: String,
     pub peer: SocketAddr,
     /// The matched route, when one matched.
-    pub route: Option<RouteMetrics>,
-    pub attempts: Attempts,
+    pub route: Option<&'a RouteMetrics>,
+    pub attempts: Attempts<'a>,
     /// Time spent waiting for upstreams, up to the response head.
     pub upstream_time: Option<Duration>,
     /// Time spent waiting for the store on the request path.
@@ -44,13 +46,13 @@ pub struct RequestContext {
     pub error: Option<String>,
 }
 
-impl RequestContext {
+impl<'a> RequestContext<'a> {
     pub fn new(
         request_id: HeaderValue,
         method: Method,
         path: &str,
         connection: &Connection,
-    ) -> RequestContext {
+    ) -> RequestContext<'a> {
         RequestContext {
             started: Instant::now(),
             request_id,
@@ -100,12 +102,12 @@ impl RequestContext {
     /// The log phase: the access line and the metrics, once per request.
     pub fn log(&self, status: u16, fingerprints: &Fingerprints, metrics: &Metrics) {
         let elapsed = self.started.elapsed();
-        let route = self.route.as_ref().unwrap_or_else(|| metrics.unrouted());
+        let route = self.route.unwrap_or_else(|| metrics.unrouted());
         route.answered(status, elapsed, self.store_time);
         if let Some(lookup) = self.lookup {
             route.looked_up(lookup);
         }
-        let upstream = self.attempts.upstream.as_ref().map(|a| a.as_str());
+        let upstream = self.attempts.upstream.map(|a| a.as_str());
         info!(
             target: "stickless::access",
             request_id = %Text(self.request_id.to_str().unwrap_or("-")),

@@ -134,12 +134,12 @@ impl Proxy {
         response
     }
 
-    async fn handle_inner(
+    async fn handle_inner<'a>(
         &self,
-        live: &Live,
+        live: &'a Live,
         request: Request<Incoming>,
         connection: &Connection,
-        ctx: &mut RequestContext,
+        ctx: &mut RequestContext<'a>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let settings = &live.settings;
         let session_settings = &settings.session;
@@ -149,7 +149,7 @@ impl Proxy {
             return Err(ProxyError::UnsafePath);
         }
         let route = live.router.route(&request).ok_or(ProxyError::NoRoute)?;
-        ctx.route = Some(route.metrics.clone());
+        ctx.route = Some(&route.metrics);
         if let Some(limit) = route.max_body_bytes {
             // Refused before anything is read or forwarded when the length is announced.
             let announced = request.headers().get(http::header::CONTENT_LENGTH);
@@ -287,7 +287,7 @@ impl Proxy {
         &self,
         settings: &Settings,
         headers: &http::HeaderMap,
-        ctx: &mut RequestContext,
+        ctx: &mut RequestContext<'_>,
     ) -> Result<(Option<Session>, Option<StoreError>), ProxyError> {
         let cookie = &settings.session.cookie;
         let Some(id) = cookie::session_id(headers, &cookie.name, cookie.signer.as_ref()) else {
