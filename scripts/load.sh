@@ -351,4 +351,10 @@ if [ -n "$BASELINE" ]; then
         "$(ratio "$(m "${NEW_PLAIN[@]}")" "$(m "${BASE_PLAIN[@]}")")"
     echo "rounds, this build (b): ${NEW_SESSION[*]}; baseline (b): ${BASE_SESSION[*]}"
     echo "rounds, this build (d): ${NEW_PLAIN[*]}; baseline (d): ${BASE_PLAIN[*]}"
+    # Each pair ran back to back, so its ratio is robust to the machine drifting between rounds.
+    pair_ratios() {
+        local -n new=$1 base=$2
+        for i in "${!new[@]}"; do ratio "${new[$i]}" "${base[$i]}"; echo; done
+    }
+    echo "median of the per-round ratios: b $(pair_ratios NEW_SESSION BASE_SESSION | median), d $(pair_ratios NEW_PLAIN BASE_PLAIN | median)"
 fi
