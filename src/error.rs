@@ -29,6 +29,8 @@ pub enum ProxyError {
     Body(#[from] Refusal),
     #[error("the backend's response is framed by both Content-Length and Transfer-Encoding")]
     AmbiguousResponse,
+    #[error("the backend switched protocols (101) for a request that did not ask for an upgrade")]
+    UnaskedUpgrade,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error("the backend sent a session update that cannot be applied")]
@@ -58,9 +60,10 @@ impl ProxyError {
     pub fn origin(&self) -> Origin {
         match self {
             ProxyError::NoRoute | ProxyError::UnsafePath | ProxyError::Body(_) => Origin::Client,
-            ProxyError::Upstream(_) | ProxyError::BadUpdate(_) | ProxyError::AmbiguousResponse => {
-                Origin::Upstream
-            }
+            ProxyError::Upstream(_)
+            | ProxyError::BadUpdate(_)
+            | ProxyError::AmbiguousResponse
+            | ProxyError::UnaskedUpgrade => Origin::Upstream,
             ProxyError::Store(_) => Origin::Store,
             ProxyError::Internal(_) => Origin::Internal,
         }
@@ -73,7 +76,7 @@ impl ProxyError {
             ProxyError::UnsafePath => StatusCode::BAD_REQUEST,
             ProxyError::Body(Refusal::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Body(Refusal::Idle) => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::AmbiguousResponse => StatusCode::BAD_GATEWAY,
+            ProxyError::AmbiguousResponse | ProxyError::UnaskedUpgrade => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) | ProxyError::BadUpdate(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -130,6 +133,7 @@ mod tests {
             (ProxyError::Body(Refusal::TooLarge), 413, Origin::Client),
             (ProxyError::Body(Refusal::Idle), 408, Origin::Client),
             (ProxyError::AmbiguousResponse, 502, Origin::Upstream),
+            (ProxyError::UnaskedUpgrade, 502, Origin::Upstream),
             (
                 ProxyError::Upstream(UpstreamError::Unreachable(None)),
                 502,

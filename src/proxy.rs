@@ -159,20 +159,21 @@ impl Proxy {
             }
         }
         let (mut parts, body) = request.into_parts();
-        if !parts.headers.contains_key(HOST) {
-            // HTTP/2 carries the host in `:authority`; HTTP/1.1 backends need `Host`.
-            if let Some(host) = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                parts.headers.insert(HOST, host);
-            }
+        // HTTP/2's `:authority` and an absolute-form target name the host the request was
+        // routed by; HTTP/1.1 backends learn it from `Host` (RFC 9112 §3.2.2: the target's
+        // authority replaces any `Host` sent with it).
+        if let Some(host) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, host);
         }
 
         // 2. Strip: connection-level headers first, then every spelling of ours.
         hop::strip(&mut parts.headers);
         session_settings.prefix.strip(&mut parts.headers);
+        cookie::join_cookie_fields(&mut parts.headers);
         parts.headers.insert(X_REQUEST_ID, ctx.request_id.clone());
 
         // 3. Resolve the session the cookie names.
@@ -232,6 +233,12 @@ impl Proxy {
         debug!(status = head.status.as_u16(), headers = ?redacted(live, &head.headers), "from upstream");
         if has_both_framings(&head.headers) {
             return Err(ProxyError::AmbiguousResponse);
+        }
+        // Upgrade is removed from every request we forward, so no backend was asked to
+        // switch protocols: relaying its `101` would leave the client with a protocol it never
+        // asked for (h2 clients call it an error; an h1 pipeline is lost).
+        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(ProxyError::UnaskedUpgrade);
         }
         hop::strip(&mut head.headers);
         cookie::drop_backend_session_cookie(&mut head.headers, &session_settings.cookie.name);

@@ -102,6 +102,9 @@ fn fixed_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     if old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen) {
         keys.push("admin.listen");
     }
+    if old.limits.listen_backlog != new.limits.listen_backlog {
+        keys.push("limits.listen_backlog");
+    }
     let (a, b) = (&old.store, &new.store);
     let credentials = |url: &StoreUrl| match url {
         StoreUrl::Redis(target) => (target.username.clone(), target.password.clone()),

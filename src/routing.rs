@@ -53,12 +53,14 @@ impl Router {
         &self.routes
     }
 
+    /// The target's own authority wins over `Host`: an absolute-form target (RFC 9112
+    /// §3.2.2) or HTTP/2's `:authority`; the proxy forwards that authority as `Host`.
     pub fn route<B>(&self, request: &Request<B>) -> Option<&Route> {
         let authority = request
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| request.headers().get(HOST).and_then(|h| h.to_str().ok()));
         let destination = Destination::new(authority, request.uri().path());
         self.routes
             .iter()

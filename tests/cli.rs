@@ -102,6 +102,10 @@ fn check_reports_what_is_wrong_and_where() {
         ),
         (format!("{base}log:\n  format: xml\n"), &["log.format", "unknown variant"]),
         (
+            format!("{base}limits:\n  listen_backlog: 0\n"),
+            &["limits.listen_backlog", "greater than zero"],
+        ),
+        (
             format!("{base}    health: {{ check: {{ path: \"health\" }} }}\n"),
             &["routes[0].health.check.path"],
         ),

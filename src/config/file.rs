@@ -69,6 +69,10 @@ pub struct LimitsFile {
     /// Most client connections served at once; further ones wait in the listen backlog.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections the kernel queues for us before we accept them (`listen(2)`'s backlog,
+    /// capped by `net.core.somaxconn`): room for a burst of connects to a fresh instance.
+    #[serde(default = "default_listen_backlog")]
+    pub listen_backlog: u32,
 }
 
 impl Default for LimitsFile {
@@ -77,6 +81,7 @@ impl Default for LimitsFile {
             max_request_headers: default_max_request_headers(),
             max_request_head_bytes: default_max_request_head_bytes(),
             max_connections: default_max_connections(),
+            listen_backlog: default_listen_backlog(),
         }
     }
 }
@@ -89,6 +94,10 @@ fn default_max_request_head_bytes() -> usize {
     32 * 1024
 }
 /// Well under the unit file's `LimitNOFILE=65536`, leaving room for upstream connections.
+/// nginx's default on Linux.
+fn default_listen_backlog() -> u32 {
+    511
+}
 fn default_max_connections() -> usize {
     10_000
 }

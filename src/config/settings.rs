@@ -61,6 +61,7 @@ pub struct Limits {
     pub max_request_headers: usize,
     pub max_request_head_bytes: usize,
     pub max_connections: usize,
+    pub listen_backlog: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -402,6 +403,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         max_request_headers: file.limits.max_request_headers,
         max_request_head_bytes: file.limits.max_request_head_bytes,
         max_connections: file.limits.max_connections,
+        listen_backlog: file.limits.listen_backlog,
     };
     if limits.max_request_headers == 0 {
         problems.add("limits.max_request_headers", "must be greater than zero");
@@ -412,6 +414,9 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
     }
     if limits.max_connections == 0 {
         problems.add("limits.max_connections", "must be greater than zero");
+    }
+    if limits.listen_backlog == 0 {
+        problems.add("limits.listen_backlog", "must be greater than zero");
     }
 
     let admin = file.admin.map(|admin| {

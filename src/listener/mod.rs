@@ -15,7 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
@@ -49,9 +49,19 @@ pub struct Server {
     slots: Arc<Semaphore>,
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
+/// Binds with our own backlog (tokio's `TcpListener::bind` uses a fixed one), and with
+/// `SO_REUSEADDR` as std and tokio set it, so a restart does not wait out `TIME_WAIT`.
+fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, StartError> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    };
+    socket
+        .and_then(|socket| {
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(backlog)
+        })
         .map_err(|source| StartError::Bind { addr, source })
 }
 
@@ -59,9 +69,10 @@ impl Server {
     /// Opens the store and binds the listeners; nothing is served until `run`.
     pub async fn bind(settings: &Settings) -> Result<Server, StartError> {
         let store = Store::open(&settings.store).map_err(StartError::Store)?;
-        let listener = bind(settings.listen).await?;
+        let backlog = settings.limits.listen_backlog;
+        let listener = bind(settings.listen, backlog)?;
         let admin = match &settings.admin {
-            Some(admin) => Some(bind(admin.listen).await?),
+            Some(admin) => Some(bind(admin.listen, backlog)?),
             None => None,
         };
         Ok(Server {

@@ -8,6 +8,28 @@ use super::id::SessionId;
 use super::signing::Signer;
 use crate::config::{CookieSettings, SameSite};
 
+/// Several `Cookie` fields become one, joined with `"; "`: HTTP/2 clients split cookies into
+/// separate fields (RFC 9113 §8.2.3), and HTTP/1.1 backends expect a single line (PHP, for
+/// one, reads only part of several).
+pub fn join_cookie_fields(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(COOKIE).iter();
+    if fields.next().is_none() || fields.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for field in headers.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(field.as_bytes());
+    }
+    // Each part was a valid field value, and "; " is too, so this cannot fail; if it did,
+    // the fields are left as they came.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, value);
+    }
+}
+
 /// The first well-formed session id among the request's cookies of our name.
 ///
 /// Parsed on bytes rather than with the `cookie` crate, which needs `&str`: one non-UTF-8
@@ -98,6 +120,21 @@ pub fn drop_backend_session_cookie(headers: &mut HeaderMap, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_cookie_fields_become_one_line() {
+        let mut h = HeaderMap::new();
+        join_cookie_fields(&mut h);
+        assert!(h.is_empty());
+        h.append(COOKIE, HeaderValue::from_static("a=1"));
+        join_cookie_fields(&mut h);
+        assert_eq!(h.get_all(COOKIE).iter().count(), 1);
+        h.append(COOKIE, HeaderValue::from_static("b=2; c=3"));
+        h.append(COOKIE, HeaderValue::from_static("SESSION=x"));
+        join_cookie_fields(&mut h);
+        let fields: Vec<_> = h.get_all(COOKIE).iter().collect();
+        assert_eq!(fields, ["a=1; b=2; c=3; SESSION=x"]);
+    }
 
     fn settings() -> CookieSettings {
         CookieSettings {

@@ -2,7 +2,7 @@
 //! forwarded, nor may anything the `Connection` header names.
 
 use http::header::{
-    CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName};
 
@@ -10,7 +10,9 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes hop-by-hop headers and the ones `Connection` names. Runs before session headers are
-/// injected, so naming an injected header in `Connection` cannot remove it.
+/// injected, so naming an injected header in `Connection` cannot remove it. `Host` is never
+/// removed: it names the resource, not the connection (RFC 9112 §3.2), and without it the
+/// backend would see the upstream's address instead of the client's host.
 pub fn strip(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -19,7 +21,7 @@ pub fn strip(headers: &mut HeaderMap) {
         .flat_map(|list| list.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
         .collect();
-    for name in named {
+    for name in named.into_iter().filter(|name| name != HOST) {
         headers.remove(name);
     }
     for name in [
@@ -45,7 +47,8 @@ mod tests {
     fn removes_listed_and_named() {
         let mut h = HeaderMap::new();
         for (n, v) in [
-            ("connection", "keep-alive, X-Custom, x-session-user"),
+            ("connection", "keep-alive, X-Custom, x-session-user, Host"),
+            ("host", "app.example.com"),
             ("keep-alive", "timeout=5"),
             ("x-custom", "1"),
             ("te", "trailers"),
@@ -55,6 +58,9 @@ mod tests {
             h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
         }
         strip(&mut h);
-        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["host", "accept"]
+        );
     }
 }
