@@ -4,12 +4,7 @@
 
 mod support;
 
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-use support::{login, Backend, Proxy};
+use support::{login, raw_backend, Backend, Proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_http2_cookie_fields_reach_the_backend_as_one_line() {
@@ -64,40 +59,12 @@ async fn connection_naming_host_does_not_remove_it() {
     assert_eq!(response.backend_saw("x-custom"), None);
 }
 
-/// An upstream that answers every request with `101 Switching Protocols`.
-async fn switching_backend() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream
-                    .write_all(
-                        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
-                    )
-                    .await;
-                // Hold the socket as a switched connection would.
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_101_nobody_asked_for_becomes_502() {
-    let switching = switching_backend().await;
+    let switching = raw_backend(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await;
     let yaml = format!(
         "listen: \"127.0.0.1:0\"\nstore:\n  url: \"memory://\"\nroutes:\n  - match: {{ path_prefix: \"/\" }}\n    upstreams: [\"http://{switching}\"]\n"
     );
