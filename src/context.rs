@@ -1,18 +1,26 @@
 //! The per-request context: what one request did (route, upstream, attempts, store time,
-//! session outcome), filled in by the phases of `proxy` and written out in one place, the
-//! `log` phase, as the access log line and the metrics.
+//! session outcome), filled in by the phases of `proxy`. When the response head is ready it
+//! becomes a `Record`, carried by the response body (`LoggedBody`) to the log phase: the
+//! access line and the metrics, written once the body has ended, however it ended.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Method};
-use tracing::info;
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{HeaderValue, Method, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use tracing::{debug, info, warn};
 
-use crate::metrics::{Lookup, Metrics, RouteMetrics};
+use crate::metrics::{Ending, Lookup, Metrics, RouteMetrics};
+use crate::report::chain;
 use crate::session::fingerprint::Fingerprints;
 use crate::session::id::SessionId;
 use crate::session::persist::Change;
+use crate::upstream::body::{Cut, ProxyBody};
 use crate::upstream::Attempts;
 
 /// Facts about the client connection a request came on, from the listener.
@@ -99,33 +107,175 @@ impl<'a> RequestContext<'a> {
         };
     }
 
-    /// The log phase: the access line and the metrics, once per request.
-    pub fn log(&self, status: u16, fingerprints: &Fingerprints, metrics: &Metrics) {
-        let elapsed = self.started.elapsed();
-        let route = self.route.unwrap_or_else(|| metrics.unrouted());
-        route.answered(status, elapsed, self.store_time);
+    /// The response head is ready: counts it, and keeps what the access line needs until its
+    /// body has ended.
+    pub fn answered(
+        self,
+        status: StatusCode,
+        fingerprints: &Fingerprints,
+        metrics: &Metrics,
+    ) -> Record {
+        let route = self.route.unwrap_or_else(|| metrics.unrouted()).clone();
+        route.answered(status.as_u16(), self.started.elapsed(), self.store_time);
         if let Some(lookup) = self.lookup {
             route.looked_up(lookup);
         }
-        let upstream = self.attempts.upstream.map(|a| a.as_str());
+        Record {
+            started: self.started,
+            request_id: self.request_id,
+            head_only: self.method == Method::HEAD
+                || status.is_informational()
+                || status == StatusCode::NO_CONTENT
+                || status == StatusCode::NOT_MODIFIED,
+            method: self.method,
+            path: self.path,
+            peer: self.peer,
+            route,
+            upstream: self.attempts.upstream.cloned(),
+            attempts: self.attempts.count,
+            upstream_time: self.upstream_time,
+            store_time: self.store_time,
+            session: self.session,
+            fingerprints: fingerprints.clone(),
+            change: self.change,
+            error: self.error,
+            status: status.as_u16(),
+        }
+    }
+}
+
+/// What the access line of a request needs once its response head has gone: owned, because
+/// the body outlives the request handler.
+pub struct Record {
+    started: Instant,
+    request_id: HeaderValue,
+    method: Method,
+    /// No body goes out whatever the response holds (HEAD, 1xx, 204, 304): hyper drops it
+    /// unread, and that is a complete response.
+    head_only: bool,
+    path: String,
+    peer: SocketAddr,
+    route: RouteMetrics,
+    upstream: Option<Authority>,
+    attempts: u32,
+    upstream_time: Option<Duration>,
+    store_time: Option<Duration>,
+    session: Option<SessionId>,
+    fingerprints: Fingerprints,
+    change: Option<&'static str>,
+    error: Option<String>,
+    status: u16,
+}
+
+impl Record {
+    /// The log phase: the access line, and the count of responses cut short. `cause`: why
+    /// the body ended early, when we know.
+    fn write(self, ending: Ending, cause: Option<String>) {
+        self.route.ended(ending);
+        let elapsed = self.started.elapsed();
+        let error = match (&self.error, &cause) {
+            (Some(error), _) => Some(error.as_str()),
+            (None, Some(cause)) => Some(cause.as_str()),
+            (None, None) => None,
+        };
         info!(
             target: "stickless::access",
             request_id = %Text(self.request_id.to_str().unwrap_or("-")),
             peer = %self.peer,
             method = %self.method,
             path = %self.path,
-            route = %Text(route.name()),
-            upstream = %Text(upstream.unwrap_or("-")),
-            attempts = self.attempts.count,
-            status,
+            route = %Text(self.route.name()),
+            upstream = %Text(self.upstream.as_ref().map_or("-", Authority::as_str)),
+            attempts = self.attempts,
+            status = self.status,
+            outcome = %Text(ending.as_str()),
             duration_ms = ms(elapsed),
             upstream_ms = self.upstream_time.map_or(0.0, ms),
             store_ms = self.store_time.map_or(0.0, ms),
-            session = %fingerprints.show(self.session.as_ref()),
+            session = %self.fingerprints.show(self.session.as_ref()),
             session_change = %Text(self.change.unwrap_or("-")),
-            error = %Text(self.error.as_deref().unwrap_or("-")),
+            error = %Text(error.unwrap_or("-")),
             "request"
         );
+    }
+}
+
+/// A response body that writes its request's access line when it ends: complete, cut short
+/// by either side, or dropped by the connection. A status alone would call a truncated
+/// download a success.
+pub struct LoggedBody {
+    body: ProxyBody,
+    record: Option<Record>,
+}
+
+impl LoggedBody {
+    pub fn new(body: ProxyBody, record: Record) -> LoggedBody {
+        LoggedBody {
+            body,
+            record: Some(record),
+        }
+    }
+
+    /// The connection gave up on this response (see `listener`), before its end.
+    pub fn abandon(&mut self, ending: Ending, cause: &str) {
+        if let Some(record) = self.record.take() {
+            if self.body.is_end_stream() || record.head_only {
+                record.write(Ending::Complete, None);
+            } else {
+                debug!(request_id = ?record.request_id, cause, "response abandoned");
+                record.write(ending, Some(cause.to_owned()));
+            }
+        }
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        self.abandon(
+            Ending::ClientGone,
+            "the client went away before the response ended",
+        );
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = Cut;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Cut>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(record) = this.record.take() {
+                    record.write(Ending::Complete, None);
+                }
+            }
+            Poll::Ready(Some(Err(cut))) => {
+                if let Some(record) = this.record.take() {
+                    let cause = chain(cut);
+                    warn!(request_id = ?record.request_id, error = %cause, "response cut short");
+                    let ending = match cut {
+                        Cut::UpstreamIdle(_) => Ending::UpstreamIdle,
+                        Cut::Upstream(_) => Ending::UpstreamFailed,
+                    };
+                    record.write(ending, Some(cause));
+                }
+            }
+            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

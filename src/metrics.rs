@@ -36,6 +36,12 @@ struct RouteResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteReason {
+    route: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -77,6 +83,7 @@ pub struct Metrics {
     durations: HistogramFamily<RouteLabel>,
     store_durations: HistogramFamily<RouteLabel>,
     lookups: Family<RouteResult, Counter>,
+    incomplete: Family<RouteReason, Counter>,
     pub sessions_created: Counter,
     pub sessions_rotated: Counter,
     pub sessions_invalidated: Counter,
@@ -104,6 +111,7 @@ impl Metrics {
         let store_durations: HistogramFamily<RouteLabel> =
             Family::new_with_constructor(store_buckets);
         let lookups = Family::<RouteResult, Counter>::default();
+        let incomplete = Family::<RouteReason, Counter>::default();
         let reloads = Family::<ResultLabel, Counter>::default();
         let upstream_up = Family::<UpstreamLabel, Gauge>::default();
         let upstream_failures = Family::<UpstreamReason, Counter>::default();
@@ -113,6 +121,7 @@ impl Metrics {
             durations: durations.clone(),
             store_durations: store_durations.clone(),
             lookups: lookups.clone(),
+            incomplete: incomplete.clone(),
             sessions_created: Counter::default(),
             sessions_rotated: Counter::default(),
             sessions_invalidated: Counter::default(),
@@ -144,6 +153,11 @@ impl Metrics {
             "session_lookups",
             "Session cookies resolved, by route and result (found, missing, unavailable)",
             lookups,
+        );
+        registry.register(
+            "responses_incomplete",
+            "Responses whose body did not reach its end, by route and reason (upstream_idle, upstream_failed, client_stalled, client_gone)",
+            incomplete,
         );
         registry.register(
             "store_errors",
@@ -238,6 +252,14 @@ impl Metrics {
                 })
                 .clone()
         };
+        let incomplete = |reason: Ending| {
+            self.incomplete
+                .get_or_create(&RouteReason {
+                    route: name.to_owned(),
+                    reason: reason.as_str(),
+                })
+                .clone()
+        };
         RouteMetrics(Arc::new(RouteHandles {
             name: name.into(),
             codes: std::iter::repeat_with(OnceLock::new).take(CODES).collect(),
@@ -247,6 +269,7 @@ impl Metrics {
             found: lookup("found"),
             missing: lookup("missing"),
             unavailable: lookup("unavailable"),
+            incomplete: Ending::CUT.map(incomplete),
         }))
     }
 
@@ -303,6 +326,41 @@ struct RouteHandles {
     found: Counter,
     missing: Counter,
     unavailable: Counter,
+    /// One counter per `Ending::CUT`, in that order.
+    incomplete: [Counter; 4],
+}
+
+/// How a response's body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Complete,
+    /// The backend paused longer than `timeouts.upstream_read_idle`.
+    UpstreamIdle,
+    /// The backend's body broke off (closed early, malformed chunk).
+    UpstreamFailed,
+    /// The client took no bytes for `timeouts.client_write_idle`.
+    ClientStalled,
+    /// The client closed its connection or reset the stream first.
+    ClientGone,
+}
+
+impl Ending {
+    pub const CUT: [Ending; 4] = [
+        Ending::UpstreamIdle,
+        Ending::UpstreamFailed,
+        Ending::ClientStalled,
+        Ending::ClientGone,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::Complete => "complete",
+            Ending::UpstreamIdle => "upstream_idle",
+            Ending::UpstreamFailed => "upstream_failed",
+            Ending::ClientStalled => "client_stalled",
+            Ending::ClientGone => "client_gone",
+        }
+    }
 }
 
 /// How the session cookie of a request resolved, for the lookup counters.
@@ -340,6 +398,13 @@ impl RouteMetrics {
         handles.duration.observe(elapsed.as_secs_f64());
         if let Some(store) = store {
             handles.store_duration.observe(store.as_secs_f64());
+        }
+    }
+
+    /// Counts a response whose body did not reach its end.
+    pub fn ended(&self, ending: Ending) {
+        if let Some(i) = Ending::CUT.iter().position(|&cut| cut == ending) {
+            self.0.incomplete[i].inc();
         }
     }
 
@@ -385,6 +450,8 @@ mod tests {
         );
         route.answered(503, Duration::from_millis(3), None);
         route.answered(42, Duration::from_millis(3), None);
+        route.ended(Ending::Complete);
+        route.ended(Ending::UpstreamIdle);
         metrics.reloaded(true);
         let text = metrics.encode();
         for line in [
@@ -393,6 +460,8 @@ mod tests {
             "stickless_request_duration_seconds_count{route=\"app\"} 4",
             "stickless_store_duration_seconds_count{route=\"app\"} 1",
             "stickless_store_errors_total 0",
+            "stickless_responses_incomplete_total{route=\"app\",reason=\"upstream_idle\"} 1",
+            "stickless_responses_incomplete_total{route=\"app\",reason=\"client_gone\"} 0",
             "stickless_sessions_created_total 0",
             "stickless_sessions_rotated_total 0",
             "stickless_sessions_invalidated_total 0",

@@ -4,8 +4,8 @@
 //!
 //! `handle` never fails; `handle_inner` returns `Result` and every error becomes its response
 //! in one place (`ProxyError::to_response`). Each request takes the live configuration once
-//! (`live`), and everything it did is gathered in its `RequestContext`, which the log phase
-//! turns into the access line and the metrics.
+//! (`live`), and everything it did is gathered in its `RequestContext`; the log phase turns it
+//! into the access line and the metrics when the response body has ended (`LoggedBody`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use crate::config::{OnUnavailable, SessionMode, Settings};
-use crate::context::{Connection, RequestContext};
+use crate::context::{Connection, LoggedBody, RequestContext};
 use crate::error::{plain, status_line, Origin, ProxyError};
 use crate::live::Live;
 use crate::metrics::{Lookup, Metrics};
@@ -98,7 +98,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         connection: &Connection,
-    ) -> Response<ProxyBody> {
+    ) -> Response<LoggedBody> {
         let live = self.live.load_full();
         let mut ctx = RequestContext::new(
             request_id::take_or_make(request.headers()),
@@ -126,12 +126,8 @@ impl Proxy {
         response
             .headers_mut()
             .insert(X_REQUEST_ID, ctx.request_id.clone());
-        ctx.log(
-            response.status().as_u16(),
-            &session.fingerprints,
-            &self.metrics,
-        );
-        response
+        let record = ctx.answered(response.status(), &session.fingerprints, &self.metrics);
+        response.map(|body| LoggedBody::new(body, record))
     }
 
     async fn handle_inner<'a>(
@@ -282,7 +278,11 @@ impl Proxy {
         }
         Ok(Response::from_parts(
             head,
-            body::from_backend(body, session_settings.prefix.clone()),
+            body::from_backend(
+                body,
+                session_settings.prefix.clone(),
+                settings.timeouts.upstream_read_idle,
+            ),
         ))
     }
 

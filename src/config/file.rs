@@ -349,6 +349,14 @@ pub struct TimeoutsFile {
     /// How long an upstream may take to send its response head.
     #[serde(default = "default_upstream_response", with = "humantime_serde")]
     pub upstream_response: Duration,
+    /// After the response head: how long an upstream may pause while sending the body
+    /// before the response is cut short.
+    #[serde(default = "default_upstream_read_idle", with = "humantime_serde")]
+    pub upstream_read_idle: Duration,
+    /// How long a client may leave us unable to write more of its response (a full socket
+    /// buffer, or an HTTP/2 flow-control window it does not open) before it is disconnected.
+    #[serde(default = "default_client_write_idle", with = "humantime_serde")]
+    pub client_write_idle: Duration,
     /// How long in-flight requests may run after SIGTERM before they are cut.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -362,6 +370,8 @@ impl Default for TimeoutsFile {
             body_idle: default_body_idle(),
             upstream_connect: default_upstream_connect(),
             upstream_response: default_upstream_response(),
+            upstream_read_idle: default_upstream_read_idle(),
+            client_write_idle: default_client_write_idle(),
             shutdown_grace: default_shutdown_grace(),
         }
     }
@@ -416,6 +426,13 @@ fn default_upstream_connect() -> Duration {
     Duration::from_secs(2)
 }
 fn default_upstream_response() -> Duration {
+    Duration::from_secs(60)
+}
+/// nginx's `proxy_read_timeout` and `send_timeout`.
+fn default_upstream_read_idle() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_client_write_idle() -> Duration {
     Duration::from_secs(60)
 }
 fn default_shutdown_grace() -> Duration {

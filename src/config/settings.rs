@@ -177,6 +177,8 @@ pub struct Timeouts {
     pub body_idle: Duration,
     pub upstream_connect: Duration,
     pub upstream_response: Duration,
+    pub upstream_read_idle: Duration,
+    pub client_write_idle: Duration,
     pub shutdown_grace: Duration,
 }
 
@@ -365,6 +367,8 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         body_idle: file.timeouts.body_idle,
         upstream_connect: file.timeouts.upstream_connect,
         upstream_response: file.timeouts.upstream_response,
+        upstream_read_idle: file.timeouts.upstream_read_idle,
+        client_write_idle: file.timeouts.client_write_idle,
         shutdown_grace: file.timeouts.shutdown_grace,
     };
     for (name, value) in [
@@ -373,6 +377,8 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         ("body_idle", timeouts.body_idle),
         ("upstream_connect", timeouts.upstream_connect),
         ("upstream_response", timeouts.upstream_response),
+        ("upstream_read_idle", timeouts.upstream_read_idle),
+        ("client_write_idle", timeouts.client_write_idle),
     ] {
         if value.is_zero() {
             problems.add(format!("timeouts.{name}"), "must be greater than zero");

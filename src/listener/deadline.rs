@@ -12,12 +12,16 @@
 //! - a connection with nothing in flight is closed after `keepalive_idle` without a byte.
 //!
 //! A connection busy with a request (including a long response body) has no deadline here;
-//! the upstream timeouts bound that.
+//! the upstream timeouts bound that, and a third deadline bounds the client's side of it:
+//!
+//! - a client that leaves a write pending (its socket buffer full, it reads nothing) for
+//!   `client_write_idle` is disconnected (nginx's `send_timeout`). HTTP/2 streams stalled by
+//!   a flow-control window the client does not open are watched by `streams`.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -26,13 +30,23 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
+use tokio::time::Sleep;
 
-use crate::upstream::body::ProxyBody;
+use super::streams::StreamWatch;
+use crate::context::LoggedBody;
+use crate::metrics::Ending;
+use crate::upstream::body::Cut;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
     pub header_read: Duration,
     pub keepalive_idle: Duration,
+}
+
+/// A write error of our own: the connection is closed, and the response it carried is logged
+/// as the client's failure.
+pub fn client_stalled(idle: Duration) -> String {
+    format!("the client took no response bytes for {idle:?}; disconnected")
 }
 
 const NEVER: u64 = u64::MAX;
@@ -51,6 +65,8 @@ struct State {
     /// Wakes the watchdog when a head starts: its deadline is the only one that comes sooner
     /// than the one the watchdog is sleeping towards.
     head_began: Notify,
+    /// Set when the client was disconnected for taking no bytes (`client_write_idle`).
+    write_stalled: AtomicBool,
 }
 
 impl Activity {
@@ -61,7 +77,12 @@ impl Activity {
             head_started: AtomicU64::new(NEVER),
             idle_since: AtomicU64::new(0),
             head_began: Notify::new(),
+            write_stalled: AtomicBool::new(false),
         }))
+    }
+
+    pub fn write_stalled(&self) -> bool {
+        self.0.write_stalled.load(Ordering::Acquire)
     }
 
     fn now(&self) -> u64 {
@@ -153,15 +174,60 @@ pub async fn serve<F: Future>(
     }
 }
 
-/// The connection's socket, noting when bytes arrive.
+/// The connection's socket, noting when bytes arrive, and failing a write the client has
+/// left pending for `write_idle`.
 pub struct WatchedIo<T> {
     inner: T,
     activity: Activity,
+    write_idle: Duration,
+    /// Kept between stalls so that a connection allocates its timer once.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// The timer runs: a write is pending.
+    stalled: bool,
 }
 
 impl<T> WatchedIo<T> {
-    pub fn new(inner: T, activity: Activity) -> WatchedIo<T> {
-        WatchedIo { inner, activity }
+    pub fn new(inner: T, activity: Activity, write_idle: Duration) -> WatchedIo<T> {
+        WatchedIo {
+            inner,
+            activity,
+            write_idle,
+            stall: None,
+            stalled: false,
+        }
+    }
+
+    /// Passes a write's outcome on; a pending one starts (or goes on with) the stall timer,
+    /// and past `write_idle` becomes an error that ends the connection.
+    fn watch_write<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if polled.is_ready() {
+            self.stalled = false;
+            return polled;
+        }
+        let deadline = tokio::time::Instant::now() + self.write_idle;
+        let stall = match &mut self.stall {
+            Some(stall) if self.stalled => stall,
+            Some(stall) => {
+                stall.as_mut().reset(deadline);
+                stall
+            }
+            None => self
+                .stall
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        self.stalled = true;
+        if stall.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.activity.0.write_stalled.store(true, Ordering::Release);
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            client_stalled(self.write_idle),
+        )))
     }
 }
 
@@ -187,15 +253,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch_write(cx, polled)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch_write(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.watch_write(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -203,7 +275,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -211,30 +285,58 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
     }
 }
 
-/// A response body that keeps its connection marked busy until it has been sent.
+/// A response body that keeps its connection marked busy until it has been sent, and tells
+/// its log record when the connection gave up on it because the client stopped reading.
 pub struct TrackedBody {
-    body: ProxyBody,
-    _in_flight: InFlight,
+    body: LoggedBody,
+    in_flight: InFlight,
+    /// The HTTP/2 stream's watch (`streams`); none on HTTP/1.1.
+    stream: Option<StreamWatch>,
+    write_idle: Duration,
 }
 
 impl TrackedBody {
-    pub fn new(body: ProxyBody, in_flight: InFlight) -> TrackedBody {
+    pub fn new(body: LoggedBody, in_flight: InFlight, write_idle: Duration) -> TrackedBody {
         TrackedBody {
             body,
-            _in_flight: in_flight,
+            in_flight,
+            stream: StreamWatch::current(),
+            write_idle,
+        }
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        let stalled = self.in_flight.0.write_stalled()
+            || self.stream.as_ref().is_some_and(StreamWatch::expired);
+        if stalled {
+            let cause = client_stalled(self.write_idle);
+            self.body.abandon(Ending::ClientStalled, &cause);
         }
     }
 }
 
 impl Body for TrackedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Cut;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Bytes>, Cut>>> {
+        let this = self.get_mut();
+        if let Some(stream) = &this.stream {
+            stream.resumed();
+        }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let (Some(stream), Poll::Ready(Some(Ok(frame)))) = (&this.stream, &polled) {
+            if frame.is_data() {
+                // hyper polls again once the client's window has room for more.
+                stream.waiting_for_client();
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

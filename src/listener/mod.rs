@@ -3,6 +3,7 @@
 //! admin listener beside it, and drains gracefully on shutdown.
 
 mod deadline;
+mod streams;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -20,13 +21,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use crate::admin;
-use crate::config::{Limits, Settings};
+use crate::config::{Settings, Timeouts};
 use crate::context::Connection;
 use crate::notify;
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
 use crate::store::{Store, StoreError};
 use deadline::{Activity, Deadlines, TrackedBody, WatchedIo};
+use streams::StreamExecutor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -170,12 +172,14 @@ fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let live = proxy.live();
-    let builder = http_builder(&live.settings.limits);
+    let builder = http_builder(&live.settings);
+    let timeouts = live.settings.timeouts;
     let deadlines = Deadlines {
-        header_read: live.settings.timeouts.header_read,
-        keepalive_idle: live.settings.timeouts.keepalive_idle,
+        header_read: timeouts.header_read,
+        keepalive_idle: timeouts.keepalive_idle,
     };
     drop(live);
+    let write_idle = timeouts.client_write_idle;
     let activity = Activity::new();
     let busy = activity.clone();
     let handler = proxy.clone();
@@ -184,10 +188,10 @@ fn serve_connection(
         let in_flight = busy.request_started();
         async move {
             let response = proxy.handle(request, &connection).await;
-            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight, write_idle)))
         }
     });
-    let io = TokioIo::new(WatchedIo::new(stream, activity.clone()));
+    let io = TokioIo::new(WatchedIo::new(stream, activity.clone(), write_idle));
     let served = graceful.watch(builder.serve_connection(io, service).into_owned());
     let open = proxy.metrics().open_connections.clone();
     open.inc();
@@ -207,22 +211,42 @@ fn serve_connection(
 
 /// The HTTP/1.1 and HTTP/2 server settings for a connection. No hyper header timeout:
 /// `deadline` keeps header-read and keep-alive idle apart.
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Heads past these limits get 431 from hyper before any of our code runs.
+///
+/// Memory per connection is bounded by these buffers and windows, whatever the client does:
+/// hyper stops reading the backend while the client's side is full, so a slow reader holds at
+/// most one write buffer and one backend read buffer (`upstream`), and an HTTP/2 client can
+/// make us hold at most a connection window of request body it sent ahead.
+fn http_builder(settings: &Settings) -> auto::Builder<StreamExecutor> {
+    let limits = &settings.limits;
+    let Timeouts {
+        client_write_idle, ..
+    } = settings.timeouts;
+    let mut builder = auto::Builder::new(StreamExecutor { client_write_idle });
+    // Heads past these limits get 431 from hyper before any of our code runs. The same size
+    // caps what hyper queues for writing before it stops pulling the response body.
     builder
         .http1()
         .max_headers(limits.max_request_headers)
         .max_buf_size(limits.max_request_head_bytes);
     // HTTP/2 abuse: streams reset by the client before we accept them (CVE-2023-44487,
     // "rapid reset") and streams we had to reset are capped; past that the connection is
-    // closed. hyper's defaults, made explicit so they are part of our contract.
+    // closed. Windows as nginx's (64 KiB a stream, as the protocol's default; hyper's are
+    // 1 MiB), so a client's unread request bodies cost at most a connection window.
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(1024)
-        .max_concurrent_streams(250)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_send_buf_size(SEND_BUFFER)
         .max_header_list_size(u32::try_from(limits.max_request_head_bytes).unwrap_or(u32::MAX));
     builder
 }
+
+const MAX_CONCURRENT_STREAMS: u32 = 128;
+const STREAM_WINDOW: u32 = 64 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Response bytes queued per stream ahead of the client's window.
+const SEND_BUFFER: usize = 64 * 1024;

@@ -16,7 +16,17 @@ use tokio::time::Sleep;
 use crate::session::prefix::HeaderPrefix;
 
 /// What the proxy answers with: the backend's streamed body or a short one of our own.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, Cut>;
+
+/// Why a response body stopped before its end. The head has gone out by then, so the client
+/// learns it only from the connection being closed (HTTP/1.1) or the stream reset (HTTP/2).
+#[derive(Debug, thiserror::Error)]
+pub enum Cut {
+    #[error("the upstream sent no body bytes for {0:?}; the response was cut short")]
+    UpstreamIdle(Duration),
+    #[error("the upstream's response body broke off")]
+    Upstream(#[source] hyper::Error),
+}
 
 pub fn full(text: impl Into<Bytes>) -> ProxyBody {
     http_body_util::Full::new(text.into())
@@ -24,10 +34,76 @@ pub fn full(text: impl Into<Bytes>) -> ProxyBody {
         .boxed()
 }
 
-/// The backend's response body, with session headers removed from its trailers.
-pub fn from_backend(body: Incoming, prefix: HeaderPrefix) -> ProxyBody {
-    body.map_frame(move |frame| strip_trailers(frame, &prefix))
-        .boxed()
+/// The backend's response body, with session headers removed from its trailers, ended with
+/// an error when the backend pauses longer than `read_idle` (`timeouts.upstream_read_idle`).
+pub fn from_backend(body: Incoming, prefix: HeaderPrefix, read_idle: Duration) -> ProxyBody {
+    BackendBody {
+        body,
+        prefix,
+        read_idle,
+        stall: None,
+        waiting: false,
+    }
+    .boxed()
+}
+
+struct BackendBody {
+    body: Incoming,
+    prefix: HeaderPrefix,
+    read_idle: Duration,
+    /// Kept between pauses so that a long body allocates its timer once.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// The timer runs: we wait for the backend. Only the backend's pauses count: we are not
+    /// polled while the client is slow to take what we sent.
+    waiting: bool,
+}
+
+impl Body for BackendBody {
+    type Data = Bytes;
+    type Error = Cut;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Cut>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame.map(|frame| {
+                    frame
+                        .map(|frame| strip_trailers(frame, &this.prefix))
+                        .map_err(Cut::Upstream)
+                }))
+            }
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + this.read_idle;
+                let stall = match &mut this.stall {
+                    Some(stall) if this.waiting => stall,
+                    Some(stall) => {
+                        stall.as_mut().reset(deadline);
+                        stall
+                    }
+                    None => this
+                        .stall
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                this.waiting = true;
+                match stall.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Cut::UpstreamIdle(this.read_idle)))),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 fn strip_trailers(frame: Frame<Bytes>, prefix: &HeaderPrefix) -> Frame<Bytes> {
