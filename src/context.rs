@@ -222,7 +222,8 @@ impl LoggedBody {
             if self.body.is_end_stream() || record.head_only {
                 record.write(Ending::Complete, None);
             } else {
-                debug!(request_id = ?record.request_id, cause, "response abandoned");
+                let request_id = record.request_id.to_str().unwrap_or("-");
+                debug!(request_id, cause, "response abandoned");
                 record.write(ending, Some(cause.to_owned()));
             }
         }
@@ -257,7 +258,8 @@ impl Body for LoggedBody {
             Poll::Ready(Some(Err(cut))) => {
                 if let Some(record) = this.record.take() {
                     let cause = chain(cut);
-                    warn!(request_id = ?record.request_id, error = %cause, "response cut short");
+                    let request_id = record.request_id.to_str().unwrap_or("-");
+                    warn!(request_id, error = %cause, "response cut short");
                     let ending = match cut {
                         Cut::UpstreamIdle(_) => Ending::UpstreamIdle,
                         Cut::Upstream(_) => Ending::UpstreamFailed,

@@ -44,6 +44,10 @@ pub struct Attempts<'a> {
     pub count: u32,
 }
 
+/// The most a backend connection reads ahead of the client, as nginx's `proxy_buffer_size`
+/// and `proxy_buffers` together (4 KiB + 8 × 4 KiB on most systems) in order of size.
+const READ_BUFFER: usize = 64 * 1024;
+
 pub struct UpstreamClient {
     client: Client<Connector, RetryableBody>,
     connector: Connector,
@@ -57,6 +61,9 @@ impl UpstreamClient {
             // Below the usual 60–75 s keep-alive of backends, so we close first and never
             // send a request on a connection the backend is closing.
             .pool_idle_timeout(Duration::from_secs(50))
+            // Body chunks are slices of this buffer, and a slow client keeps the ones queued
+            // for it alive: hyper's 400 KiB default let 1,000 slow readers hold 650 MB.
+            .http1_max_buf_size(READ_BUFFER)
             .build(connector.clone());
         UpstreamClient { client, connector }
     }
