@@ -5,7 +5,7 @@ use std::sync::Arc;
 use http::header::HOST;
 use http::Request;
 
-use crate::config::{RouteSettings, SessionMode};
+use crate::config::{RequestBuffering, RouteSettings, SessionMode};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::upstream::balance::UpstreamSet;
 use crate::upstream::health::HealthRegistry;
@@ -20,6 +20,8 @@ pub struct Route {
     pub session: SessionMode,
     pub login_url: Option<String>,
     pub max_body_bytes: Option<u64>,
+    /// `None`: bodies stream to the backend as they arrive.
+    pub buffering: Option<RequestBuffering>,
 }
 
 #[derive(Debug)]
@@ -44,6 +46,7 @@ impl Router {
                     session: r.session,
                     login_url: r.login_url.clone(),
                     max_body_bytes: r.max_body_bytes,
+                    buffering: r.request_buffering.clone(),
                 })
                 .collect(),
         }
@@ -150,6 +153,7 @@ mod tests {
             session: SessionMode::On,
             login_url: None,
             max_body_bytes: None,
+            request_buffering: None,
         };
         Router::new(
             &[
