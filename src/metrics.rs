@@ -77,6 +77,7 @@ pub struct Metrics {
     durations: HistogramFamily<RouteLabel>,
     store_durations: HistogramFamily<RouteLabel>,
     lookups: Family<RouteResult, Counter>,
+    bodies_spilled: Family<RouteLabel, Counter>,
     pub sessions_created: Counter,
     pub sessions_rotated: Counter,
     pub sessions_invalidated: Counter,
@@ -104,6 +105,7 @@ impl Metrics {
         let store_durations: HistogramFamily<RouteLabel> =
             Family::new_with_constructor(store_buckets);
         let lookups = Family::<RouteResult, Counter>::default();
+        let bodies_spilled = Family::<RouteLabel, Counter>::default();
         let reloads = Family::<ResultLabel, Counter>::default();
         let upstream_up = Family::<UpstreamLabel, Gauge>::default();
         let upstream_failures = Family::<UpstreamReason, Counter>::default();
@@ -113,6 +115,7 @@ impl Metrics {
             durations: durations.clone(),
             store_durations: store_durations.clone(),
             lookups: lookups.clone(),
+            bodies_spilled: bodies_spilled.clone(),
             sessions_created: Counter::default(),
             sessions_rotated: Counter::default(),
             sessions_invalidated: Counter::default(),
@@ -144,6 +147,11 @@ impl Metrics {
             "session_lookups",
             "Session cookies resolved, by route and result (found, missing, unavailable)",
             lookups,
+        );
+        registry.register(
+            "request_bodies_spilled",
+            "Request bodies buffered past memory_bytes into a temporary file, by route",
+            bodies_spilled,
         );
         registry.register(
             "store_errors",
@@ -247,6 +255,7 @@ impl Metrics {
             found: lookup("found"),
             missing: lookup("missing"),
             unavailable: lookup("unavailable"),
+            spilled: self.bodies_spilled.get_or_create(&label).clone(),
         }))
     }
 
@@ -303,6 +312,7 @@ struct RouteHandles {
     found: Counter,
     missing: Counter,
     unavailable: Counter,
+    spilled: Counter,
 }
 
 /// How the session cookie of a request resolved, for the lookup counters.
@@ -341,6 +351,11 @@ impl RouteMetrics {
         if let Some(store) = store {
             handles.store_duration.observe(store.as_secs_f64());
         }
+    }
+
+    /// A buffered request body outgrew `memory_bytes` and went to a temporary file.
+    pub fn body_spilled(&self) {
+        self.0.spilled.inc();
     }
 
     pub fn looked_up(&self, lookup: Lookup) {
@@ -393,6 +408,7 @@ mod tests {
             "stickless_request_duration_seconds_count{route=\"app\"} 4",
             "stickless_store_duration_seconds_count{route=\"app\"} 1",
             "stickless_store_errors_total 0",
+            "stickless_request_bodies_spilled_total{route=\"app\"} 0",
             "stickless_sessions_created_total 0",
             "stickless_sessions_rotated_total 0",
             "stickless_sessions_invalidated_total 0",

@@ -24,6 +24,18 @@ pub struct Route {
     pub buffering: Option<RequestBuffering>,
 }
 
+impl Route {
+    /// The most bytes a request body may have here: `max_body_bytes`, or a buffering route's
+    /// `max_bytes` when that is smaller.
+    pub fn body_limit(&self) -> Option<u64> {
+        let buffered = self.buffering.as_ref().map(|b| b.max_bytes);
+        match (self.max_body_bytes, buffered) {
+            (Some(route), Some(buffered)) => Some(route.min(buffered)),
+            (route, buffered) => route.or(buffered),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Router {
     routes: Vec<Route>,
