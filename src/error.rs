@@ -7,7 +7,8 @@ use http::{HeaderValue, Response, StatusCode};
 use crate::session::persist::PersistError;
 use crate::session::update::MalformedUpdate;
 use crate::store::StoreError;
-use crate::upstream::body::{full, ProxyBody, Refusal};
+use crate::upstream::body::{full, BodyFailure, ProxyBody, Refusal};
+use crate::upstream::buffer::{BufferError, SpillError};
 use crate::upstream::UpstreamError;
 
 /// Where a failure came from: the client, an upstream (backend), the session store, or us.
@@ -27,6 +28,13 @@ pub enum ProxyError {
     UnsafePath,
     #[error(transparent)]
     Body(#[from] Refusal),
+    /// While the proxy read the whole body first (request buffering); when the body streams,
+    /// the same failure ends the upstream exchange instead.
+    #[error("the client's request body broke off")]
+    ClientBody(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The temporary file of a buffered body: our disk, not the client nor the backend.
+    #[error(transparent)]
+    Spill(#[from] SpillError),
     #[error("the backend's response is framed by both Content-Length and Transfer-Encoding")]
     AmbiguousResponse,
     #[error("the backend switched protocols (101) for a request that did not ask for an upgrade")]
@@ -39,6 +47,25 @@ pub enum ProxyError {
     Store(#[source] StoreError),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<BufferError> for ProxyError {
+    fn from(err: BufferError) -> ProxyError {
+        match err {
+            BufferError::Refused(refusal) => ProxyError::Body(refusal),
+            BufferError::Client(err) => ProxyError::ClientBody(err),
+            BufferError::Spill(err) => ProxyError::Spill(err),
+        }
+    }
+}
+
+impl From<BodyFailure> for ProxyError {
+    fn from(failure: BodyFailure) -> ProxyError {
+        match failure {
+            BodyFailure::Refused(refusal) => ProxyError::Body(refusal),
+            BodyFailure::Spill(err) => ProxyError::Spill(err),
+        }
+    }
 }
 
 impl From<PersistError> for ProxyError {
@@ -59,13 +86,16 @@ const STORE_RETRY_AFTER: HeaderValue = HeaderValue::from_static("2");
 impl ProxyError {
     pub fn origin(&self) -> Origin {
         match self {
-            ProxyError::NoRoute | ProxyError::UnsafePath | ProxyError::Body(_) => Origin::Client,
+            ProxyError::NoRoute
+            | ProxyError::UnsafePath
+            | ProxyError::Body(_)
+            | ProxyError::ClientBody(_) => Origin::Client,
             ProxyError::Upstream(_)
             | ProxyError::BadUpdate(_)
             | ProxyError::AmbiguousResponse
             | ProxyError::UnaskedUpgrade => Origin::Upstream,
             ProxyError::Store(_) => Origin::Store,
-            ProxyError::Internal(_) => Origin::Internal,
+            ProxyError::Spill(_) | ProxyError::Internal(_) => Origin::Internal,
         }
     }
 
@@ -76,11 +106,14 @@ impl ProxyError {
             ProxyError::UnsafePath => StatusCode::BAD_REQUEST,
             ProxyError::Body(Refusal::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Body(Refusal::Idle) => StatusCode::REQUEST_TIMEOUT,
+            // As nginx, which answers 400 to a client that closes while it reads the body.
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::AmbiguousResponse | ProxyError::UnaskedUpgrade => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) | ProxyError::BadUpdate(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // As nginx, when it cannot write a request body to its temporary file.
+            ProxyError::Spill(_) | ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -132,6 +165,7 @@ mod tests {
             (ProxyError::UnsafePath, 400, Origin::Client),
             (ProxyError::Body(Refusal::TooLarge), 413, Origin::Client),
             (ProxyError::Body(Refusal::Idle), 408, Origin::Client),
+            (ProxyError::ClientBody("reset".into()), 400, Origin::Client),
             (ProxyError::AmbiguousResponse, 502, Origin::Upstream),
             (ProxyError::UnaskedUpgrade, 502, Origin::Upstream),
             (
@@ -156,6 +190,11 @@ mod tests {
             ),
             (ProxyError::Store(StoreError::Full), 503, Origin::Store),
             (ProxyError::Internal("boom".into()), 500, Origin::Internal),
+            (
+                ProxyError::Spill(SpillError::Write(std::io::ErrorKind::StorageFull.into())),
+                500,
+                Origin::Internal,
+            ),
         ];
         for (err, status, origin) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");

@@ -21,7 +21,7 @@
 //! | [`request_id`] | `X-Request-Id`: kept or made, passed on, returned |
 //! | [`session`] | ids and cookies, the header protocol, lifetimes; `resolve` (request) and `persist` (response) |
 //! | [`store`] | the store trait and its implementations: `memory`, `redis` |
-//! | [`upstream`] | pooled client, round-robin with fail-over, upstream health (passive ejection, active checks), hop-by-hop headers, `X-Forwarded-*`, streamed bodies |
+//! | [`upstream`] | pooled client, round-robin with fail-over, upstream health (passive ejection, active checks), hop-by-hop headers, `X-Forwarded-*`, streamed bodies, request bodies buffered whole where a route asks |
 //! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics` |
 //! | [`metrics`] | the Prometheus registry and the handles the request path uses |
 //! | [`logging`] | text or JSON logs, switchable by a reload |

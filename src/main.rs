@@ -196,8 +196,17 @@ fn describe(r: &RouteSettings) -> String {
             humantime::format_duration(c.interval)
         )
     });
+    let buffering = r.request_buffering.as_ref().map_or_else(String::new, |b| {
+        let dir = b.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+        format!(
+            "; request bodies read whole first: {} bytes in memory, the rest up to {} in {}",
+            b.memory_bytes,
+            b.max_bytes,
+            dir.display()
+        )
+    });
     format!(
-        "{}: host {} path {}* -> {} (session: {}{login}; upstreams {passive}{check})",
+        "{}: host {} path {}* -> {} (session: {}{login}; upstreams {passive}{check}{buffering})",
         r.name,
         r.host.as_deref().unwrap_or("*"),
         r.path_prefix,

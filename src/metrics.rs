@@ -84,6 +84,7 @@ pub struct Metrics {
     store_durations: HistogramFamily<RouteLabel>,
     lookups: Family<RouteResult, Counter>,
     incomplete: Family<RouteReason, Counter>,
+    bodies_spilled: Family<RouteLabel, Counter>,
     pub sessions_created: Counter,
     pub sessions_rotated: Counter,
     pub sessions_invalidated: Counter,
@@ -112,6 +113,7 @@ impl Metrics {
             Family::new_with_constructor(store_buckets);
         let lookups = Family::<RouteResult, Counter>::default();
         let incomplete = Family::<RouteReason, Counter>::default();
+        let bodies_spilled = Family::<RouteLabel, Counter>::default();
         let reloads = Family::<ResultLabel, Counter>::default();
         let upstream_up = Family::<UpstreamLabel, Gauge>::default();
         let upstream_failures = Family::<UpstreamReason, Counter>::default();
@@ -122,6 +124,7 @@ impl Metrics {
             store_durations: store_durations.clone(),
             lookups: lookups.clone(),
             incomplete: incomplete.clone(),
+            bodies_spilled: bodies_spilled.clone(),
             sessions_created: Counter::default(),
             sessions_rotated: Counter::default(),
             sessions_invalidated: Counter::default(),
@@ -158,6 +161,11 @@ impl Metrics {
             "responses_incomplete",
             "Responses whose body did not reach its end, by route and reason (upstream_idle, upstream_failed, client_stalled, client_gone)",
             incomplete,
+        );
+        registry.register(
+            "request_bodies_spilled",
+            "Request bodies buffered past memory_bytes into a temporary file, by route",
+            bodies_spilled,
         );
         registry.register(
             "store_errors",
@@ -270,6 +278,7 @@ impl Metrics {
             missing: lookup("missing"),
             unavailable: lookup("unavailable"),
             incomplete: Ending::CUT.map(incomplete),
+            spilled: self.bodies_spilled.get_or_create(&label).clone(),
         }))
     }
 
@@ -328,6 +337,7 @@ struct RouteHandles {
     unavailable: Counter,
     /// One counter per `Ending::CUT`, in that order.
     incomplete: [Counter; 4],
+    spilled: Counter,
 }
 
 /// How a response's body ended.
@@ -408,6 +418,11 @@ impl RouteMetrics {
         }
     }
 
+    /// A buffered request body outgrew `memory_bytes` and went to a temporary file.
+    pub fn body_spilled(&self) {
+        self.0.spilled.inc();
+    }
+
     pub fn looked_up(&self, lookup: Lookup) {
         match lookup {
             Lookup::Found => self.0.found.inc(),
@@ -462,6 +477,7 @@ mod tests {
             "stickless_store_errors_total 0",
             "stickless_responses_incomplete_total{route=\"app\",reason=\"upstream_idle\"} 1",
             "stickless_responses_incomplete_total{route=\"app\",reason=\"client_gone\"} 0",
+            "stickless_request_bodies_spilled_total{route=\"app\"} 0",
             "stickless_sessions_created_total 0",
             "stickless_sessions_rotated_total 0",
             "stickless_sessions_invalidated_total 0",

@@ -34,7 +34,7 @@ use crate::session::update::{take_update, Update};
 use crate::store::{Store, StoreError};
 use crate::upstream::body::{self, ProxyBody, Refusal, RetryableBody};
 use crate::upstream::health::HealthRegistry;
-use crate::upstream::{forwarded, hop, UpstreamClient};
+use crate::upstream::{buffer, forwarded, hop, UpstreamClient};
 
 /// The proxy: the live configuration, and what outlives reloads beside it.
 pub struct Proxy {
@@ -146,7 +146,7 @@ impl Proxy {
         }
         let route = live.router.route(&request).ok_or(ProxyError::NoRoute)?;
         ctx.route = Some(&route.metrics);
-        if let Some(limit) = route.max_body_bytes {
+        if let Some(limit) = route.body_limit() {
             // Refused before anything is read or forwarded when the length is announced.
             let announced = request.headers().get(http::header::CONTENT_LENGTH);
             let length = announced.and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -197,13 +197,24 @@ impl Proxy {
         );
         debug!(headers = ?redacted(live, &parts.headers), "to upstream");
 
-        // 5. Forward.
-        let body = RetryableBody::new(
-            body,
-            session_settings.prefix.clone(),
-            route.max_body_bytes,
-            settings.timeouts.body_idle,
-        );
+        // 5. Forward. A route that buffers reads the whole body before it asks an upstream,
+        // so that a slow client holds no backend worker meanwhile.
+        let body = match &route.buffering {
+            None => RetryableBody::new(
+                body,
+                session_settings.prefix.clone(),
+                route.max_body_bytes,
+                settings.timeouts.body_idle,
+            ),
+            Some(buffering) => {
+                let idle = settings.timeouts.body_idle;
+                let spilled = || route.metrics.body_spilled();
+                let buffered =
+                    buffer::collect(body, buffering, route.max_body_bytes, idle, spilled).await?;
+                buffered.set_framing(&mut parts.headers);
+                RetryableBody::buffered(buffered)
+            }
+        };
         let watch = body.attempt();
         let sent = Instant::now();
         let forwarded = self
@@ -219,9 +230,9 @@ impl Proxy {
         ctx.upstream_time = Some(sent.elapsed());
         let response = match forwarded {
             Ok(response) => response,
-            // A body the proxy stopped reading is the client's failure, whatever the upstream
-            // side made of it.
-            Err(err) => return Err(watch.refusal().map_or_else(|| err.into(), ProxyError::Body)),
+            // A body the proxy stopped reading is the client's failure, and one it could not
+            // read back from disk its own, whatever the upstream side made of it.
+            Err(err) => return Err(watch.failure().map_or_else(|| err.into(), ProxyError::from)),
         };
 
         // 6. Apply updates: read the backend's control headers and remove them.

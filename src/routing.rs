@@ -5,7 +5,7 @@ use std::sync::Arc;
 use http::header::HOST;
 use http::Request;
 
-use crate::config::{RouteSettings, SessionMode};
+use crate::config::{RequestBuffering, RouteSettings, SessionMode};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::upstream::balance::UpstreamSet;
 use crate::upstream::health::HealthRegistry;
@@ -20,6 +20,20 @@ pub struct Route {
     pub session: SessionMode,
     pub login_url: Option<String>,
     pub max_body_bytes: Option<u64>,
+    /// `None`: bodies stream to the backend as they arrive.
+    pub buffering: Option<RequestBuffering>,
+}
+
+impl Route {
+    /// The most bytes a request body may have here: `max_body_bytes`, or a buffering route's
+    /// `max_bytes` when that is smaller.
+    pub fn body_limit(&self) -> Option<u64> {
+        let buffered = self.buffering.as_ref().map(|b| b.max_bytes);
+        match (self.max_body_bytes, buffered) {
+            (Some(route), Some(buffered)) => Some(route.min(buffered)),
+            (route, buffered) => route.or(buffered),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -44,6 +58,7 @@ impl Router {
                     session: r.session,
                     login_url: r.login_url.clone(),
                     max_body_bytes: r.max_body_bytes,
+                    buffering: r.request_buffering.clone(),
                 })
                 .collect(),
         }
@@ -150,6 +165,7 @@ mod tests {
             session: SessionMode::On,
             login_url: None,
             max_body_bytes: None,
+            request_buffering: None,
         };
         Router::new(
             &[

@@ -257,6 +257,36 @@ pub struct RouteFile {
     pub max_body_bytes: Option<u64>,
     #[serde(default)]
     pub health: HealthFile,
+    /// Read the whole request body before contacting an upstream, as nginx's
+    /// `proxy_request_buffering on`, so that a slow client holds no backend worker while it
+    /// uploads. Absent: bodies stream to the backend as they arrive.
+    #[serde(default)]
+    pub request_buffering: Option<RequestBufferingFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestBufferingFile {
+    /// Bytes held in memory per request; the rest of the body goes to a temporary file.
+    #[serde(default = "default_buffer_memory_bytes")]
+    pub memory_bytes: u64,
+    /// Most bytes a buffered body may have; more gets 413 and no upstream is contacted.
+    #[serde(default = "default_buffer_max_bytes")]
+    pub max_bytes: u64,
+    /// Where spilled bodies go; absent: the process's temporary directory.
+    #[serde(default)]
+    pub temp_dir: Option<String>,
+}
+
+/// nginx's `client_body_buffer_size` is 8 or 16 KiB; a little more keeps the common form
+/// posts off the disk.
+fn default_buffer_memory_bytes() -> u64 {
+    64 * 1024
+}
+/// Ten times nginx's `client_max_body_size` default (1 MiB): room for ordinary uploads, while
+/// a request can never take more disk than this.
+fn default_buffer_max_bytes() -> u64 {
+    10 * 1024 * 1024
 }
 
 /// When an upstream is skipped, like nginx's `max_fails`/`fail_timeout`, and an optional

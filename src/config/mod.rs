@@ -11,7 +11,8 @@ use std::path::Path;
 pub use file::{LogFormat, OnUnavailable, SameSite, SessionMode};
 pub use settings::{
     AdminSettings, AdminToken, CheckSettings, CookieSettings, Durability, HealthSettings, Limits,
-    RouteSettings, SessionLimits, SessionSettings, Settings, StoreSettings, Timeouts, TlsFiles,
+    RequestBuffering, RouteSettings, SessionLimits, SessionSettings, Settings, StoreSettings,
+    Timeouts, TlsFiles,
 };
 
 /// One thing wrong with a configuration, located by key path (`routes[1].upstreams[0]`).

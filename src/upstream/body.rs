@@ -1,4 +1,5 @@
-//! Bodies streamed through the proxy, never buffered whole.
+//! Bodies through the proxy: streamed as they arrive, except a request body that its route
+//! has read whole first (`buffer`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,6 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use super::buffer::{Buffered, Replay, SpillError};
 use crate::session::prefix::HeaderPrefix;
 
 /// What the proxy answers with: the backend's streamed body or a short one of our own.
@@ -117,11 +119,32 @@ fn strip_trailers(frame: Frame<Bytes>, prefix: &HeaderPrefix) -> Frame<Bytes> {
 }
 
 /// The client's request body, shared between attempts so that when an upstream refuses the
-/// connection, the untouched body can go to the next one. Once any upstream has read from it,
-/// it is spent and no further attempt is made.
+/// connection, the body can go to the next one. A streamed body must be untouched for that:
+/// once any upstream has read from it, it is spent and no further attempt is made. A buffered
+/// one is read from its start by every attempt.
 pub struct RetryableBody {
-    state: Arc<Mutex<State>>,
+    source: Source,
     prefix: HeaderPrefix,
+}
+
+enum Source {
+    /// Read from the client as the upstream takes it: one pass, shared by every attempt.
+    Streamed(Arc<Mutex<State>>),
+    /// Read whole before any upstream was asked.
+    Buffered {
+        replay: Replay,
+        /// A failure to read the body back, kept for the proxy: the disk failed, not the
+        /// upstream that was being sent the body.
+        failed: Arc<Mutex<Option<SpillError>>>,
+    },
+}
+
+/// Why an attempt's body failed on the proxy's side, when it did: the upstream is then not to
+/// blame.
+#[derive(Debug)]
+pub enum BodyFailure {
+    Refused(Refusal),
+    Spill(SpillError),
 }
 
 /// Why the proxy stopped reading a client's body.
@@ -156,56 +179,82 @@ impl RetryableBody {
         idle: Duration,
     ) -> RetryableBody {
         RetryableBody {
-            state: Arc::new(Mutex::new(State {
+            source: Source::Streamed(Arc::new(Mutex::new(State {
                 body: Some(body),
                 started: false,
                 allowance: limit,
                 idle_limit: idle,
                 stall: None,
                 refused: None,
-            })),
+            }))),
             prefix,
+        }
+    }
+
+    /// A body read whole beforehand; its trailers were dropped then, so no prefix is needed.
+    pub fn buffered(body: Buffered) -> RetryableBody {
+        RetryableBody {
+            source: Source::Buffered {
+                replay: Replay::new(Arc::new(body)),
+                failed: Arc::default(),
+            },
+            prefix: HeaderPrefix::default(),
         }
     }
 
     /// No body, for requests the proxy makes itself (health checks).
     pub fn empty() -> RetryableBody {
         RetryableBody {
-            state: Arc::new(Mutex::new(State {
+            source: Source::Streamed(Arc::new(Mutex::new(State {
                 body: None,
                 started: false,
                 allowance: None,
                 idle_limit: Duration::MAX,
                 stall: None,
                 refused: None,
-            })),
+            }))),
             prefix: HeaderPrefix::default(),
         }
     }
 
-    /// Set once the proxy stopped reading the body: the failure is the client's.
-    pub fn refusal(&self) -> Option<Refusal> {
-        self.state().refused
+    /// Set once the proxy stopped reading a streamed body (the failure is the client's) or
+    /// could not read a buffered one back (ours). A read-back failure is handed out once.
+    pub fn failure(&self) -> Option<BodyFailure> {
+        match &self.source {
+            Source::Streamed(state) => lock(state).refused.map(BodyFailure::Refused),
+            Source::Buffered { failed, .. } => lock(failed).take().map(BodyFailure::Spill),
+        }
     }
 
     /// A handle for one attempt.
     pub fn attempt(&self) -> RetryableBody {
+        let source = match &self.source {
+            Source::Streamed(state) => Source::Streamed(state.clone()),
+            Source::Buffered { replay, failed } => Source::Buffered {
+                replay: replay.restart(),
+                failed: failed.clone(),
+            },
+        };
         RetryableBody {
-            state: self.state.clone(),
+            source,
             prefix: self.prefix.clone(),
         }
     }
 
-    /// True while no upstream has read a byte of the body.
+    /// True while the body can still be sent whole: a streamed one until an upstream has read
+    /// a byte of it, a buffered one always.
     pub fn can_retry(&self) -> bool {
-        !self.state().started
+        match &self.source {
+            Source::Streamed(state) => !lock(state).started,
+            Source::Buffered { .. } => true,
+        }
     }
+}
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        // Every critical section is a single poll or flag read: a poisoned lock holds no
-        // half-made change.
-        crate::sync::lock(&self.state)
-    }
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a single poll, flag read or swap: a poisoned lock holds no
+    // half-made change.
+    crate::sync::lock(mutex)
 }
 
 impl Body for RetryableBody {
@@ -217,7 +266,22 @@ impl Body for RetryableBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let mut state = this.state();
+        let state = match &mut this.source {
+            Source::Streamed(state) => state,
+            Source::Buffered { replay, failed } => {
+                return replay.poll_next(cx).map(|piece| match piece? {
+                    Ok(data) => Some(Ok(Frame::data(data))),
+                    Err(err) => {
+                        // The upstream is told only that the body failed; the proxy learns why.
+                        *lock(failed) = Some(err);
+                        Some(Err(
+                            "the buffered request body could not be read back".into()
+                        ))
+                    }
+                });
+            }
+        };
+        let mut state = lock(state);
         state.started = true;
         let Some(body) = state.body.as_mut() else {
             return Poll::Ready(None);
@@ -258,13 +322,19 @@ impl Body for RetryableBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.state().body.as_ref().is_none_or(|b| b.is_end_stream())
+        match &self.source {
+            Source::Streamed(state) => lock(state).body.as_ref().is_none_or(|b| b.is_end_stream()),
+            Source::Buffered { replay, .. } => replay.is_end(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.state()
-            .body
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+        match &self.source {
+            Source::Streamed(state) => lock(state)
+                .body
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint()),
+            Source::Buffered { replay, .. } => replay.size_hint(),
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod balance;
 pub mod body;
+pub mod buffer;
 pub mod check;
 pub mod connect;
 pub mod forwarded;
