@@ -63,6 +63,7 @@ impl From<BodyFailure> for ProxyError {
     fn from(failure: BodyFailure) -> ProxyError {
         match failure {
             BodyFailure::Refused(refusal) => ProxyError::Body(refusal),
+            BodyFailure::Broken(cause) => ProxyError::ClientBody(cause.into()),
             BodyFailure::Spill(err) => ProxyError::Spill(err),
         }
     }

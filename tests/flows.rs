@@ -405,3 +405,41 @@ async fn the_access_log_records_a_cut_response_as_failed() {
     assert!(fine.contains("outcome=complete"), "{fine}");
     assert!(fine.contains("error=-"), "{fine}");
 }
+
+/// A client whose connection breaks while it streams a body is the client's failure (`400`,
+/// no `failed` warning), not the backend's (`502`), and the backend connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_body_is_counted_as_its_failure() {
+    let (silent, mut released) = stalling_backend(b"").await;
+    let other = Backend::start("other").await;
+    let proxy = Proxy::start(&flows_config(silent, &other)).await;
+
+    let mut client = TcpStream::connect(proxy.addr).await.expect("connect");
+    client
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\n0123456789",
+        )
+        .await
+        .expect("send");
+    // The backend has the head: the body is on its way through the proxy.
+    drop(client);
+    tokio::time::timeout(GUARD, released.recv())
+        .await
+        .expect("the backend connection was closed");
+    let mut codes = String::new();
+    let counted = eventually(GUARD, async || {
+        let text = proxy.admin_get("/metrics").await.text();
+        codes = text
+            .lines()
+            .filter(|l| l.starts_with("stickless_requests_total{route=\"app\""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        !codes.is_empty()
+    })
+    .await;
+    assert!(counted, "no request counted");
+    assert_eq!(
+        codes, "stickless_requests_total{route=\"app\",code=\"400\"} 1",
+        "{codes}"
+    );
+}

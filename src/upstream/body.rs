@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::buffer::{Buffered, Replay, SpillError};
+use crate::report::chain;
 use crate::session::prefix::HeaderPrefix;
 
 /// What the proxy answers with: the backend's streamed body or a short one of our own.
@@ -144,6 +145,9 @@ enum Source {
 #[derive(Debug)]
 pub enum BodyFailure {
     Refused(Refusal),
+    /// The client's connection broke (closed or reset) while it sent the body: its failure,
+    /// not the backend's, although the backend saw the request cut short.
+    Broken(String),
     Spill(SpillError),
 }
 
@@ -167,6 +171,7 @@ struct State {
     /// Running while the client keeps us waiting for the next frame.
     stall: Option<Pin<Box<Sleep>>>,
     refused: Option<Refusal>,
+    broken: Option<String>,
 }
 
 impl RetryableBody {
@@ -186,6 +191,7 @@ impl RetryableBody {
                 idle_limit: idle,
                 stall: None,
                 refused: None,
+                broken: None,
             }))),
             prefix,
         }
@@ -212,6 +218,7 @@ impl RetryableBody {
                 idle_limit: Duration::MAX,
                 stall: None,
                 refused: None,
+                broken: None,
             }))),
             prefix: HeaderPrefix::default(),
         }
@@ -221,7 +228,13 @@ impl RetryableBody {
     /// could not read a buffered one back (ours). A read-back failure is handed out once.
     pub fn failure(&self) -> Option<BodyFailure> {
         match &self.source {
-            Source::Streamed(state) => lock(state).refused.map(BodyFailure::Refused),
+            Source::Streamed(state) => {
+                let mut state = lock(state);
+                match state.refused {
+                    Some(refusal) => Some(BodyFailure::Refused(refusal)),
+                    None => state.broken.take().map(BodyFailure::Broken),
+                }
+            }
             Source::Buffered { failed, .. } => lock(failed).take().map(BodyFailure::Spill),
         }
     }
@@ -291,7 +304,11 @@ impl Body for RetryableBody {
                 state.stall = None;
                 frame
             }
-            Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err.into()))),
+            Poll::Ready(Some(Err(err))) => {
+                state.broken = Some(chain(&err));
+                state.body = None;
+                return Poll::Ready(Some(Err(err.into())));
+            }
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {
                 let idle = state.idle_limit;
