@@ -49,6 +49,10 @@ pub struct Attempts<'a> {
 /// and `proxy_buffers` together (4 KiB + 8 × 4 KiB on most systems) in order of size.
 const READ_BUFFER: usize = 64 * 1024;
 
+/// Idle keep-alive connections kept per upstream, as nginx's `keepalive` directive: enough for
+/// the steady concurrency of one proxy instance; more are closed when they go idle.
+const MAX_IDLE_PER_UPSTREAM: usize = 64;
+
 pub struct UpstreamClient {
     client: Client<Connector, RetryableBody>,
     connector: Connector,
@@ -62,6 +66,9 @@ impl UpstreamClient {
             // Below the usual 60–75 s keep-alive of backends, so we close first and never
             // send a request on a connection the backend is closing.
             .pool_idle_timeout(Duration::from_secs(50))
+            // A burst (h2load: 100 clients × 10 streams) otherwise leaves hundreds of idle
+            // connections holding buffers here and workers or threads on the backend.
+            .pool_max_idle_per_host(MAX_IDLE_PER_UPSTREAM)
             // Body chunks are slices of this buffer, and a slow client keeps the ones queued
             // for it alive: hyper's 400 KiB default let 1,000 slow readers hold 650 MB.
             .http1_max_buf_size(READ_BUFFER)
