@@ -6,10 +6,12 @@
 #   - redis-server (no persistence), the session store,
 #   - nginx as the backend: `/` answers a short 200, `/big` is a 2 MB static file, `/post`
 #     reads the whole request body (it proxies it to itself) before it answers 200,
-#   - nginx as a plain reverse proxy in front of it: 2 workers, default buffering, pooled
-#     keep-alive upstream connections, HTTP/1.1 on one port and h2c on another (nginx 1.22
-#     speaks only HTTP/2 on a cleartext `http2` port); `keepalive_requests` is raised so that
-#     h2load's connections are not ended after nginx's default 1,000 requests,
+#   - nginx as a plain reverse proxy in front of it: 2 workers, default timeouts and
+#     buffering (slow readers' responses go to temporary files), pooled keep-alive upstream
+#     connections, HTTP/1.1 on one port and h2c on another (nginx 1.22 speaks only HTTP/2 on
+#     a cleartext `http2` port); `keepalive_requests` is raised so that h2load's connections
+#     are not ended after nginx's default 1,000 requests, and a buffered one-field access log
+#     counts its status codes,
 #   - stickless (BIN, not built here) in front of the same backend, route `/` with
 #     `session: on`, default timeouts except `timeouts.client_write_idle` and
 #     `timeouts.upstream_read_idle`, set only when BIN knows them (`stickless check`).
@@ -17,28 +19,33 @@
 #   H     slowhttptest -H: slowloris, request heads sent a header line every 10 s
 #   B     slowhttptest -B: slow POST bodies to /post
 #   X     slowhttptest -X: slow read of /big through a 10-20 byte receive window
-#   R     slowhttptest -R: range attack (Apache killer) on /big
+#   R     slowhttptest -R: range attack (Apache killer): HEAD /big with 1,000 overlapping
+#         ranges (-b 1000 keeps the header under nginx's 8 KB line limit, so both proxies
+#         pass it to the backend instead of answering 400)
 #   idle  IDLE_CONNECTIONS keep-alive connections, one GET each, then held idle HOLD s
 #   h2    h2load, h2c with prior knowledge, on `/`
 # and measures each proxy's resident memory (VmRSS; for nginx the master plus its workers):
 # before (just before the attack), peak (sampled every 150 ms from the attack's start until
 # the after sample), after (AFTER_WAIT s after the attack tool has exited and closed its
-# connections), plus the client connections left on the proxy's port and the open file
-# descriptors. Prints one line per probe and proxy, then each attack tool's own summary
-# (connections, service availability, requests/s).
+# connections), plus the client and upstream connections left and the open file descriptors.
+# With RESTART=1 (the default) both proxies are started afresh before each probe, so each
+# probe's figures do not depend on the ones before it; RESTART=0 keeps them running through.
+# Prints one line per probe and proxy, then each attack tool's own summary (connections,
+# service availability, requests/s), the status codes the proxy answered, and its new log lines.
 #
 # The goal (issue 9): stickless' peak within 2x nginx's, and its RSS back within 20% of its
 # start after each attack.
 #
-# Everything started here is stopped on exit. Bounded: about 8 minutes with the defaults (each
-# slowhttptest probe DURATION + AFTER_WAIT s per proxy, each step capped with `timeout`).
+# Everything started here is stopped on exit. Bounded: about 6 minutes with the defaults (each
+# slowhttptest probe at most DURATION + AFTER_WAIT s per proxy; every attack is capped with
+# `timeout`).
 # Needs ulimit -n of at least max(IDLE_CONNECTIONS, 3 x CONNECTIONS) + 1024: it raises the
 # soft limit to 65536, or to the hard limit when that is lower, and stops if that is too low.
 #
 # Usage: scripts/probe.sh   (env: BIN=target/release/stickless CONNECTIONS=1000 RATE=200
 #                             DURATION=30 IDLE_CONNECTIONS=5000 HOLD=15 AFTER_WAIT=10
 #                             H2_REQUESTS=200000 H2_CLIENTS=100 H2_STREAMS=10
-#                             PROBES="H B X R idle h2"
+#                             PROBES="H B X R idle h2" RESTART=1
 #                             CLIENT_WRITE_IDLE=10s UPSTREAM_READ_IDLE=10s)
 
 set -euo pipefail
@@ -57,6 +64,7 @@ H2_REQUESTS=${H2_REQUESTS:-200000}
 H2_CLIENTS=${H2_CLIENTS:-100}
 H2_STREAMS=${H2_STREAMS:-10}
 PROBES=${PROBES:-H B X R idle h2}
+RESTART=${RESTART:-1}
 CLIENT_WRITE_IDLE=${CLIENT_WRITE_IDLE:-10s}
 UPSTREAM_READ_IDLE=${UPSTREAM_READ_IDLE:-10s}
 
@@ -72,7 +80,7 @@ for probe in $PROBES; do
     *) die "unknown probe '$probe' in PROBES (known: H B X R idle h2)" ;;
     esac
 done
-for knob in CONNECTIONS RATE DURATION IDLE_CONNECTIONS HOLD AFTER_WAIT H2_REQUESTS H2_CLIENTS H2_STREAMS; do
+for knob in CONNECTIONS RATE DURATION IDLE_CONNECTIONS HOLD AFTER_WAIT H2_REQUESTS H2_CLIENTS H2_STREAMS RESTART; do
     [[ "${!knob}" =~ ^[0-9]+$ ]] || die "$knob must be a whole number (seconds for the durations), not '${!knob}'"
 done
 [ -x "$BIN" ] || die "BIN=$BIN is not an executable (build it first: cargo build --release)"
@@ -95,7 +103,8 @@ missing=()
 [ -n "$(find_tool redis-server)" ] || missing+=(redis-server)
 [ -n "$(find_tool nginx)" ] || missing+=(nginx-light)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
-# Debian 12's nginx-light has the HTTP/2 module; older ones did not, nginx-core always has.
+# Debian 12's nginx-light has the HTTP/2 module (h2load needs it); if this nginx lacks it,
+# nginx-core has it.
 if ! "$(find_tool nginx)" -V 2>&1 | grep -q -- --with-http_v2_module; then
     apt_install nginx-core
 fi
@@ -135,6 +144,9 @@ MAX_CONNECTIONS=$(min 20000 $((NOFILE - 1024)))
 # --- Processes and clean-up --------------------------------------------------------------
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/stickless-probe.XXXXXX")
+# nginx started as root runs its workers as nobody: they must be able to read /big and to
+# use the temporary directories below.
+chmod 755 "$TMP"
 PIDS=()
 
 cleanup() {
@@ -146,6 +158,17 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     rm -rf "$TMP"
+}
+
+# stop PID: stops a process started here and forgets it.
+stop() {
+    local pid keep=()
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    for pid in "${PIDS[@]}"; do
+        [ "$pid" = "$1" ] || keep+=("$pid")
+    done
+    PIDS=("${keep[@]}")
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -180,7 +203,7 @@ wait_http() {
     die "$what did not come up at $url (logs in $TMP)"
 }
 
-# nginx_conf DIR: the settings every nginx here shares (head of the file up to `http {`).
+# nginx_head DIR WORKERS: the settings every nginx here shares (the file up to `http {`).
 nginx_head() {
     local dir=$1 workers=$2
     cat <<EOF
@@ -191,7 +214,6 @@ pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections $WORKER_CONNECTIONS; }
 http {
-    access_log off;
     client_body_temp_path $dir/body;
     proxy_temp_path $dir/proxy;
     fastcgi_temp_path $dir/fastcgi;
@@ -226,6 +248,7 @@ head -c $((2 * 1024 * 1024)) /dev/urandom >"$TMP/www/big"
 {
     nginx_head "$TMP/backend" 1
     cat <<EOF
+    access_log off;
     default_type application/octet-stream;
     keepalive_requests 1000000;
     server {
@@ -243,41 +266,20 @@ EOF
 } >"$TMP/backend/nginx.conf"
 start_nginx "$TMP/backend"
 wait_http "http://127.0.0.1:$BACKEND_PORT/" "nginx (backend)"
-[ "$(curl -s -X POST --data-binary hello "http://127.0.0.1:$BACKEND_PORT/post")" = ok ] ||
-    die "the backend's /post does not answer ok"
-
-# --- nginx as a plain reverse proxy (the baseline) ---------------------------------------
-
-free_port NGINX_PORT
-free_port NGINX_H2_PORT
-mkdir -p "$TMP/nginx"
-{
-    nginx_head "$TMP/nginx" 2
-    cat <<EOF
-    keepalive_requests 1000000;
-    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        listen 127.0.0.1:$NGINX_H2_PORT http2;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-        }
-    }
+# check_paths URL WHAT: /big, /post and / answer as they should through URL.
+check_paths() {
+    local url=$1 what=$2 got
+    got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "$url/big")
+    [ "$got" = "200 2097152" ] || die "GET /big from $what: $got, not 200 with 2 MB (logs in $TMP)"
+    got=$(curl -s -X POST --data-binary hello "$url/post")
+    [ "$got" = ok ] || die "POST /post to $what: '$got', not ok (logs in $TMP)"
+    got=$(curl -s "$url/")
+    [ "$got" = "hello from the backend" ] || die "GET / from $what: '$got' (logs in $TMP)"
 }
-EOF
-} >"$TMP/nginx/nginx.conf"
-start_nginx "$TMP/nginx"
-NGINX_PID=${PIDS[-1]}
-wait_http "http://127.0.0.1:$NGINX_PORT/" "nginx (proxy)"
-wait_http "http://127.0.0.1:$NGINX_H2_PORT/" "nginx (proxy, h2c)" --http2-prior-knowledge
+check_paths "http://127.0.0.1:$BACKEND_PORT" "the backend"
 
-# --- stickless ---------------------------------------------------------------------------
+# --- The proxies --------------------------------------------------------------------------
 
-free_port PROXY_PORT
-free_port ADMIN_PORT
 # The two write/read idle timeouts are new: set each only if this binary accepts it.
 TIMEOUTS=""
 for setting in "client_write_idle:$CLIENT_WRITE_IDLE" "upstream_read_idle:$UPSTREAM_READ_IDLE"; do
@@ -293,7 +295,43 @@ EOF
         say "note: $BIN does not know timeouts.$key; left out"
     fi
 done
-cat >"$TMP/proxy.yaml" <<EOF
+
+# start_proxies: nginx as a plain reverse proxy (the baseline) and stickless, each on new
+# ports, in front of the backend; sets NGINX_PID, NGINX_PORT, NGINX_H2_PORT, STICKLESS_PID,
+# PROXY_PORT, ADMIN_PORT.
+start_proxies() {
+    free_port NGINX_PORT
+    free_port NGINX_H2_PORT
+    mkdir -p "$TMP/nginx"
+    {
+        nginx_head "$TMP/nginx" 2
+        cat <<EOF
+    log_format status '\$status';
+    access_log $TMP/nginx/access.log status buffer=64k flush=1s;
+    keepalive_requests 1000000;
+    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        listen 127.0.0.1:$NGINX_H2_PORT http2;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+    }
+}
+EOF
+    } >"$TMP/nginx/nginx.conf"
+    start_nginx "$TMP/nginx"
+    NGINX_PID=${PIDS[-1]}
+    wait_http "http://127.0.0.1:$NGINX_PORT/" "nginx (proxy)"
+    wait_http "http://127.0.0.1:$NGINX_H2_PORT/" "nginx (proxy, h2c)" --http2-prior-knowledge
+    check_paths "http://127.0.0.1:$NGINX_PORT" "nginx (proxy)"
+
+    free_port PROXY_PORT
+    free_port ADMIN_PORT
+    cat >"$TMP/proxy.yaml" <<EOF
 listen: "127.0.0.1:$PROXY_PORT"
 admin:
   listen: "127.0.0.1:$ADMIN_PORT"
@@ -311,14 +349,14 @@ $TIMEOUTS}routes:
     upstreams: ["http://127.0.0.1:$BACKEND_PORT"]
     session: "on"
 EOF
-"$BIN" check --config "$TMP/proxy.yaml" >/dev/null || die "stickless refuses $TMP/proxy.yaml"
-STICKLESS_LOG=warn "$BIN" run --config "$TMP/proxy.yaml" 2>"$TMP/stickless.log" &
-PIDS+=($!)
-STICKLESS_PID=$!
-wait_http "http://127.0.0.1:$PROXY_PORT/" stickless
-wait_http "http://127.0.0.1:$PROXY_PORT/" "stickless (h2c)" --http2-prior-knowledge
-[ "$(curl -s -X POST --data-binary hello "http://127.0.0.1:$PROXY_PORT/post")" = ok ] ||
-    die "POST /post through stickless does not answer ok"
+    "$BIN" check --config "$TMP/proxy.yaml" >/dev/null || die "stickless refuses $TMP/proxy.yaml"
+    STICKLESS_LOG=warn "$BIN" run --config "$TMP/proxy.yaml" 2>>"$TMP/stickless.log" &
+    PIDS+=($!)
+    STICKLESS_PID=$!
+    wait_http "http://127.0.0.1:$PROXY_PORT/" stickless
+    wait_http "http://127.0.0.1:$PROXY_PORT/" "stickless (h2c)" --http2-prior-knowledge
+    check_paths "http://127.0.0.1:$PROXY_PORT" stickless
+}
 
 # --- The idle-connections client ---------------------------------------------------------
 
@@ -440,6 +478,41 @@ temp_kb() {
             xargs -0 -r stat -L -c %s 2>/dev/null || true
     done | awk '{ s += $1 } END { print int(s / 1024) }'
 }
+# status_counts KIND: "code count" lines, the responses KIND has answered so far by status
+# (nginx: its access log; stickless: stickless_requests_total).
+status_counts() {
+    case $1 in
+    nginx)
+        [ ! -f "$TMP/nginx/access.log" ] ||
+            awk '{ n[$1]++ } END { for (c in n) print c, n[c] }' "$TMP/nginx/access.log"
+        ;;
+    stickless)
+        curl -s --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" |
+            awk '/^stickless_requests_total/ && match($0, /code="[0-9]+"/) {
+                n[substr($0, RSTART + 6, RLENGTH - 7)] += $NF
+            } END { for (c in n) print c, n[c] }' || true
+        ;;
+    esac
+}
+# status_delta BEFORE AFTER: the responses counted in AFTER but not yet in BEFORE (two
+# status_counts outputs), as "200: 1000, 408: 3".
+status_delta() {
+    awk 'NR == FNR { b[$1] = $2; next }
+        { d = $2 - b[$1]; if (d > 0) { printf "%s%s: %d", sep, $1, d; sep = ", " } }
+        END { if (sep == "") printf "none" }' "$1" <(sort -n "$2")
+}
+log_file() { if [ "$1" = nginx ]; then echo "$TMP/nginx/error.log"; else echo "$TMP/stickless.log"; fi; }
+# new_log_lines FILE OFFSET: how many lines FILE got past OFFSET bytes, and the first of them.
+new_log_lines() {
+    local lines
+    lines=$(tail -c +$(($2 + 1)) "$1" | sed 's/\x1b\[[0-9;]*m//g')
+    if [ -z "$lines" ]; then
+        echo "no new log lines"
+    else
+        printf '+%s log lines, first: %s\n' "$(wc -l <<<"$lines")" \
+            "$(head -n 1 <<<"$lines" | sed 's/^[0-9/]* [0-9:]* //; s/^[0-9T:.Z-]* *//; s/[0-9]*#[0-9]*: //; s/ request_id="[^"]*"//' | cut -c 1-240)"
+    fi
+}
 # sampler OUT DIR PID...: appends the summed VmRSS to OUT every 150 ms, and every 1.5 s the
 # size of the temporary files under DIR (nginx's buffered responses) to OUT.tmp, until killed.
 sampler() {
@@ -455,7 +528,7 @@ sampler() {
     done
 }
 
-declare -A BEFORE PEAK AFTER FDS_BEFORE FDS_AFTER LEFT UPSTREAM TEMP_PEAK SUMMARY ELAPSED
+declare -A BEFORE PEAK AFTER FDS_BEFORE FDS_AFTER LEFT UPSTREAM TEMP_PEAK SUMMARY ELAPSED STATUS LOGS
 mkdir -p "$TMP/out"
 
 # measure PROBE KIND PORT CAP CMD...: runs the attack CMD against KIND (output in
@@ -463,9 +536,12 @@ mkdir -p "$TMP/out"
 measure() {
     local probe=$1 kind=$2 port=$3 cap=$4
     shift 4
-    local key="$probe/$kind" out="$TMP/out/$probe-$kind" pids sampler_pid start rc=0 dir=""
+    local key="$probe/$kind" out="$TMP/out/$probe-$kind" pids sampler_pid start rc=0 dir="" log offset
     read -r -a pids <<<"$(proxy_pids "$kind")"
     [ "$kind" = nginx ] && dir="$TMP/nginx/proxy"
+    log=$(log_file "$kind")
+    offset=$(stat -c %s "$log" 2>/dev/null || echo 0)
+    status_counts "$kind" >"$out.codes-before"
     BEFORE[$key]=$(rss_kb "${pids[@]}")
     FDS_BEFORE[$key]=$(fd_count "${pids[@]}")
     : >"$out.rss"
@@ -482,13 +558,15 @@ measure() {
     FDS_AFTER[$key]=$(fd_count "${pids[@]}")
     LEFT[$key]=$(client_conns "$port")
     UPSTREAM[$key]=$(upstream_conns "${pids[@]}")
-    kill "$sampler_pid" 2>/dev/null || true
-    wait "$sampler_pid" 2>/dev/null || true
+    stop "$sampler_pid"
+    status_counts "$kind" >"$out.codes-after"
+    STATUS[$key]=$(status_delta "$out.codes-before" "$out.codes-after")
+    LOGS[$key]=$(new_log_lines "$log" "$offset")
     PEAK[$key]=$({ cat "$out.rss"; echo "${BEFORE[$key]}"; echo "${AFTER[$key]}"; } | sort -n | tail -n 1)
     TEMP_PEAK[$key]=$({ cat "$out.rss.tmp" 2>/dev/null || true; echo 0; } | sort -n | tail -n 1)
     kill -0 "${pids[0]}" 2>/dev/null || die "$kind exited during probe $probe (logs in $TMP)"
     SUMMARY[$key]=$(summarize "$probe" "$out")
-    say "    ${ELAPSED[$key]} s; RSS $(mb "${BEFORE[$key]}") -> peak $(mb "${PEAK[$key]}") -> $(mb "${AFTER[$key]}") MB; ${SUMMARY[$key]}"
+    say "    ${ELAPSED[$key]} s; RSS $(mb "${BEFORE[$key]}") -> peak $(mb "${PEAK[$key]}") -> $(mb "${AFTER[$key]}") MB; ${SUMMARY[$key]}; statuses ${STATUS[$key]}"
 }
 
 # summarize PROBE OUT: one line from the attack tool's own report.
@@ -536,7 +614,7 @@ run_probe() {
         H) measure H "$kind" "$port" "$cap" "${slow[@]}" -H -i 10 -u "$url/" ;;
         B) measure B "$kind" "$port" "$cap" "${slow[@]}" -B -i 10 -s 4096 -u "$url/post" ;;
         X) measure X "$kind" "$port" "$cap" "${slow[@]}" -X -w 10 -y 20 -n 5 -z 32 -u "$url/big" ;;
-        R) measure R "$kind" "$port" "$cap" "${slow[@]}" -R -a 5 -b 2000 -u "$url/big" ;;
+        R) measure R "$kind" "$port" "$cap" "${slow[@]}" -R -a 5 -b 1000 -u "$url/big" ;;
         idle)
             measure idle "$kind" "$port" $((HOLD + 90)) \
                 "$PYTHON" "$TMP/idle_conns.py" 127.0.0.1 "$port" "$IDLE_CONNECTIONS" "$HOLD"
@@ -552,8 +630,17 @@ run_probe() {
 # --- Runs --------------------------------------------------------------------------------
 
 STARTED=$SECONDS
-say "stickless: $BIN (pid $STICKLESS_PID), nginx proxy: pid $NGINX_PID; ulimit -n $NOFILE"
+first=1
 for probe in $PROBES; do
+    if [ "$first" = 1 ] || [ "$RESTART" = 1 ]; then
+        if [ "$first" = 0 ]; then
+            stop "$NGINX_PID"
+            stop "$STICKLESS_PID"
+        fi
+        start_proxies
+        say "started nginx proxy (pid $NGINX_PID) and stickless (pid $STICKLESS_PID, $BIN)"
+    fi
+    first=0
     run_probe "$probe"
 done
 
@@ -566,7 +653,7 @@ describe() {
     H) echo "slowhttptest -H -c $CONNECTIONS -r $RATE -l $DURATION -i 10 (slowloris) on /" ;;
     B) echo "slowhttptest -B -c $CONNECTIONS -r $RATE -l $DURATION -i 10 -s 4096 (slow body) on /post" ;;
     X) echo "slowhttptest -X -c $CONNECTIONS -r $RATE -l $DURATION -w 10 -y 20 -n 5 -z 32 (slow read) on /big (2 MB)" ;;
-    R) echo "slowhttptest -R -c $CONNECTIONS -r $RATE -l $DURATION -a 5 -b 2000 (range attack) on /big" ;;
+    R) echo "slowhttptest -R -c $CONNECTIONS -r $RATE -l $DURATION -a 5 -b 1000 (range attack: HEAD with 1,000 overlapping ranges) on /big" ;;
     idle) echo "$IDLE_CONNECTIONS keep-alive connections, one GET / each, held idle $HOLD s" ;;
     h2) echo "h2load -n $H2_REQUESTS -c $H2_CLIENTS -m $H2_STREAMS, h2c prior knowledge, on /" ;;
     esac
@@ -577,25 +664,32 @@ echo "stickless attack probes (issue 9): $(nproc) CPUs, all on 127.0.0.1, ulimit
 echo "stickless: $BIN ($("$BIN" --version 2>/dev/null || echo '?')), timeouts: $(if [ -n "$TIMEOUTS" ]; then tr -d '"' <<<"$TIMEOUTS" | paste -sd ',' | sed 's/  */ /g; s/^ //'; else echo "defaults (client_write_idle, upstream_read_idle unknown to this binary)"; fi), max_connections $MAX_CONNECTIONS"
 echo "nginx: $("$NGINX" -v 2>&1 | sed 's/.*: //') as a plain reverse proxy, 2 workers, worker_connections $WORKER_CONNECTIONS (preallocated per worker), default timeouts and buffering"
 echo "RSS: VmRSS in MB (nginx: master + workers); peak sampled every 150 ms from the attack's start to the after sample, taken $AFTER_WAIT s after the attack ended"
+if [ "$RESTART" = 1 ]; then
+    echo "both proxies started afresh before each probe (RESTART=1): 'before' is a new process"
+else
+    echo "both proxies kept running through all probes (RESTART=0): 'before' carries what the earlier probes left"
+fi
 echo
-printf '%-5s %-10s %9s %9s %9s %8s %8s  %s\n' probe proxy "before" peak "after" "peak/ng" "aft/bef" "left after the attack"
+printf '%-5s %-10s %9s %9s %9s %11s %13s  %s\n' probe proxy "before MB" "peak MB" "after MB" "peak/nginx" "after/before" "left after the attack"
 for probe in $PROBES; do
     for kind in nginx stickless; do
         key="$probe/$kind"
         note="${LEFT[$key]} client, ${UPSTREAM[$key]} upstream conns; fds ${FDS_BEFORE[$key]} -> ${FDS_AFTER[$key]}"
         [ "${TEMP_PEAK[$key]}" -gt 0 ] && note+="; temp files up to $(mb "${TEMP_PEAK[$key]}") MB"
-        printf '%-5s %-10s %9s %9s %9s %8s %8s  %s\n' "$probe" "$kind" \
+        printf '%-5s %-10s %9s %9s %9s %11s %13s  %s\n' "$probe" "$kind" \
             "$(mb "${BEFORE[$key]}")" "$(mb "${PEAK[$key]}")" "$(mb "${AFTER[$key]}")" \
             "$(if [ "$kind" = stickless ]; then ratio "${PEAK[$key]}" "${PEAK[$probe/nginx]}"; else echo -; fi)" \
             "$(ratio "${AFTER[$key]}" "${BEFORE[$key]}")" "$note"
     done
 done
 echo
-echo "what the attack tools saw:"
+echo "what the attack tools saw; statuses: nginx's access log, stickless' stickless_requests_total (both count"
+echo "slowhttptest's own probe requests too); log lines: nginx's error.log (warn), stickless' stderr (STICKLESS_LOG=warn)"
 for probe in $PROBES; do
     echo "$probe: $(describe "$probe")"
     for kind in nginx stickless; do
         printf '  %-10s %3s s  %s\n' "$kind" "${ELAPSED[$probe/$kind]}" "${SUMMARY[$probe/$kind]}"
+        printf '  %-10s        statuses %s; %s\n' "" "${STATUS[$probe/$kind]}" "${LOGS[$probe/$kind]}"
     done
 done
 goal_peak="" goal_after=""
