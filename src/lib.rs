@@ -14,10 +14,10 @@
 //! | [`config`] | the YAML file (`file`), its one parser (`yaml`), validated [`config::Settings`] |
 //! | [`live`] | the live configuration: one validated snapshot, swapped atomically, taken once per request |
 //! | [`reload`] | SIGHUP: validate, refuse what cannot change live, swap the snapshot |
-//! | [`listener`] | accepts connections, serves HTTP/1.1 and h2c, drains on shutdown |
+//! | [`listener`] | accepts connections, serves HTTP/1.1 and h2c under per-connection and per-stream deadlines, drains on shutdown |
 //! | [`routing`] | picks the route (host + path prefix, first match) |
 //! | [`proxy`] | **the request path, top to bottom**: route → strip → resolve → inject → forward → apply updates → persist → respond → log |
-//! | [`context`] | the per-request context; its log phase writes the access line and the metrics |
+//! | [`context`] | the per-request context; its log phase, when the response body ends, writes the access line and the metrics |
 //! | [`request_id`] | `X-Request-Id`: kept or made, passed on, returned |
 //! | [`session`] | ids and cookies, the header protocol, lifetimes; `resolve` (request) and `persist` (response) |
 //! | [`store`] | the store trait and its implementations: `memory`, `redis` |
@@ -26,6 +26,7 @@
 //! | [`metrics`] | the Prometheus registry and the handles the request path uses |
 //! | [`logging`] | text or JSON logs, switchable by a reload |
 //! | [`notify`] | systemd notifications: ready, reloading, stopping, watchdog |
+//! | `stall` | the one idle timer behind every pause deadline (client body, backend body, client reads) |
 //! | `sync` | a lock that survives a panic elsewhere, for the few shared maps and slots |
 //! | [`redact`] | what debug logs may show of headers (no cookies, credentials or session data) |
 //! | [`error`] | failures by origin (client, upstream, store, internal), mapped to statuses in one place |
@@ -49,6 +50,7 @@ pub mod report;
 pub mod request_id;
 pub mod routing;
 pub mod session;
+mod stall;
 pub mod store;
 mod sync;
 pub mod upstream;

@@ -149,6 +149,13 @@ async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     all
 }
 
+/// Sends `request` on a new connection and reads until the proxy ends it.
+async fn get_to_end(proxy: &Proxy, request: &str) -> String {
+    let mut client = TcpStream::connect(proxy.addr).await.expect("connect");
+    client.write_all(request.as_bytes()).await.expect("send");
+    String::from_utf8_lossy(&read_to_end(&mut client).await).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_stalling_mid_body_ends_the_http1_response() {
     let (stall, mut released) =
@@ -156,13 +163,7 @@ async fn a_backend_stalling_mid_body_ends_the_http1_response() {
     let other = Backend::start("other").await;
     let proxy = Proxy::start(&flows_config(stall, &other)).await;
 
-    let mut client = TcpStream::connect(proxy.addr).await.expect("connect");
-    client
-        .write_all(b"GET /stall HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        .await
-        .expect("send");
-    let got = read_to_end(&mut client).await;
-    let text = String::from_utf8_lossy(&got);
+    let text = get_to_end(&proxy, "GET /stall HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("content-length: 100"), "{text}");
     assert!(
@@ -186,13 +187,7 @@ async fn a_backend_stalling_mid_chunked_body_ends_the_http1_response_unterminate
     let other = Backend::start("other").await;
     let proxy = Proxy::start(&flows_config(stall, &other)).await;
 
-    let mut client = TcpStream::connect(proxy.addr).await.expect("connect");
-    client
-        .write_all(b"GET /stall HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        .await
-        .expect("send");
-    let got = read_to_end(&mut client).await;
-    let text = String::from_utf8_lossy(&got);
+    let text = get_to_end(&proxy, "GET /stall HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
     assert!(text.contains("transfer-encoding: chunked"), "{text}");
     assert!(text.contains("0123456789"), "{text}");
     assert!(

@@ -30,11 +30,11 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
-use tokio::time::Sleep;
 
 use super::streams::StreamWatch;
 use crate::context::LoggedBody;
 use crate::metrics::Ending;
+use crate::stall::StallTimer;
 use crate::upstream::body::Cut;
 
 #[derive(Debug, Clone, Copy)]
@@ -179,11 +179,8 @@ pub async fn serve<F: Future>(
 pub struct WatchedIo<T> {
     inner: T,
     activity: Activity,
-    write_idle: Duration,
-    /// Kept between stalls so that a connection allocates its timer once.
-    stall: Option<Pin<Box<Sleep>>>,
-    /// The timer runs: a write is pending.
-    stalled: bool,
+    /// Runs while a write is pending.
+    stall: StallTimer,
 }
 
 impl<T> WatchedIo<T> {
@@ -191,42 +188,28 @@ impl<T> WatchedIo<T> {
         WatchedIo {
             inner,
             activity,
-            write_idle,
-            stall: None,
-            stalled: false,
+            stall: StallTimer::new(write_idle),
         }
     }
 
     /// Passes a write's outcome on; a pending one starts (or goes on with) the stall timer,
-    /// and past `write_idle` becomes an error that ends the connection.
+    /// and past `client_write_idle` becomes an error that ends the connection.
     fn watch_write<R>(
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>> {
         if polled.is_ready() {
-            self.stalled = false;
+            self.stall.progressed();
             return polled;
         }
-        let deadline = tokio::time::Instant::now() + self.write_idle;
-        let stall = match &mut self.stall {
-            Some(stall) if self.stalled => stall,
-            Some(stall) => {
-                stall.as_mut().reset(deadline);
-                stall
-            }
-            None => self
-                .stall
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        self.stalled = true;
-        if stall.as_mut().poll(cx).is_pending() {
+        if self.stall.stalled(cx).is_pending() {
             return Poll::Pending;
         }
         self.activity.0.write_stalled.store(true, Ordering::Release);
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            client_stalled(self.write_idle),
+            client_stalled(self.stall.limit()),
         )))
     }
 }

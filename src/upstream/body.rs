@@ -1,7 +1,6 @@
 //! Bodies through the proxy: streamed as they arrive, except a request body that its route
 //! has read whole first (`buffer`).
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -12,11 +11,11 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::time::Sleep;
 
 use super::buffer::{Buffered, Replay, SpillError};
 use crate::report::chain;
 use crate::session::prefix::HeaderPrefix;
+use crate::stall::StallTimer;
 
 /// What the proxy answers with: the backend's streamed body or a short one of our own.
 pub type ProxyBody = BoxBody<Bytes, Cut>;
@@ -43,9 +42,7 @@ pub fn from_backend(body: Incoming, prefix: HeaderPrefix, read_idle: Duration) -
     BackendBody {
         body,
         prefix,
-        read_idle,
-        stall: None,
-        waiting: false,
+        stall: StallTimer::new(read_idle),
     }
     .boxed()
 }
@@ -53,12 +50,9 @@ pub fn from_backend(body: Incoming, prefix: HeaderPrefix, read_idle: Duration) -
 struct BackendBody {
     body: Incoming,
     prefix: HeaderPrefix,
-    read_idle: Duration,
-    /// Kept between pauses so that a long body allocates its timer once.
-    stall: Option<Pin<Box<Sleep>>>,
-    /// The timer runs: we wait for the backend. Only the backend's pauses count: we are not
-    /// polled while the client is slow to take what we sent.
-    waiting: bool,
+    /// Only the backend's pauses count: we are not polled while the client is slow to take
+    /// what we sent.
+    stall: StallTimer,
 }
 
 impl Body for BackendBody {
@@ -72,31 +66,17 @@ impl Body for BackendBody {
         let this = self.get_mut();
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.waiting = false;
+                this.stall.progressed();
                 Poll::Ready(frame.map(|frame| {
                     frame
                         .map(|frame| strip_trailers(frame, &this.prefix))
                         .map_err(Cut::Upstream)
                 }))
             }
-            Poll::Pending => {
-                let deadline = tokio::time::Instant::now() + this.read_idle;
-                let stall = match &mut this.stall {
-                    Some(stall) if this.waiting => stall,
-                    Some(stall) => {
-                        stall.as_mut().reset(deadline);
-                        stall
-                    }
-                    None => this
-                        .stall
-                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
-                };
-                this.waiting = true;
-                match stall.as_mut().poll(cx) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Cut::UpstreamIdle(this.read_idle)))),
-                }
-            }
+            Poll::Pending => match this.stall.stalled(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(()) => Poll::Ready(Some(Err(Cut::UpstreamIdle(this.stall.limit())))),
+            },
         }
     }
 
@@ -167,9 +147,8 @@ struct State {
     started: bool,
     /// Bytes still allowed, when the route has a limit.
     allowance: Option<u64>,
-    idle_limit: Duration,
-    /// Running while the client keeps us waiting for the next frame.
-    stall: Option<Pin<Box<Sleep>>>,
+    /// Runs while the client keeps us waiting for the next frame.
+    stall: StallTimer,
     refused: Option<Refusal>,
     broken: Option<String>,
 }
@@ -188,8 +167,7 @@ impl RetryableBody {
                 body: Some(body),
                 started: false,
                 allowance: limit,
-                idle_limit: idle,
-                stall: None,
+                stall: StallTimer::new(idle),
                 refused: None,
                 broken: None,
             }))),
@@ -215,8 +193,7 @@ impl RetryableBody {
                 body: None,
                 started: false,
                 allowance: None,
-                idle_limit: Duration::MAX,
-                stall: None,
+                stall: StallTimer::new(Duration::MAX),
                 refused: None,
                 broken: None,
             }))),
@@ -301,7 +278,7 @@ impl Body for RetryableBody {
         };
         let frame = match Pin::new(body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                state.stall = None;
+                state.stall.progressed();
                 frame
             }
             Poll::Ready(Some(Err(err))) => {
@@ -311,11 +288,7 @@ impl Body for RetryableBody {
             }
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {
-                let idle = state.idle_limit;
-                let stall = state
-                    .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                if stall.as_mut().poll(cx).is_pending() {
+                if state.stall.stalled(cx).is_pending() {
                     return Poll::Pending;
                 }
                 state.refused = Some(Refusal::Idle);
