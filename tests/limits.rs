@@ -157,16 +157,17 @@ async fn a_client_that_stalls_its_body_gets_408_while_others_are_served() {
     .expect("write");
     // Meanwhile another client is served.
     assert_eq!(proxy.get("/").send().await.status, 200);
-    let started = std::time::Instant::now();
+    // The guard only turns a hang into a failure: the 408 comes at `body_idle`.
     let answer = tokio::time::timeout(Duration::from_secs(5), exchange(&mut slow, b"")).await;
     assert_eq!(answer.ok().flatten(), Some(408));
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
+    // A client that pauses less than the limit between chunks is fine. Its own proxy, with a
+    // limit far above the pause, so that a loaded machine cannot stretch one into the other.
+    let yaml = format!(
+        "{}timeouts:\n  body_idle: 10s\n",
+        config("memory://", &[&backend])
     );
-    // A client that pauses less than the limit between chunks is fine.
-    let mut steady = TcpStream::connect(proxy.addr).await.expect("connect");
+    let patient = Proxy::start(&yaml).await;
+    let mut steady = TcpStream::connect(patient.addr).await.expect("connect");
     steady
         .write_all(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 6\r\n\r\nabc")
         .await
