@@ -29,6 +29,9 @@
 
 set -euo pipefail
 
+# shellcheck source=common.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/common.sh"
+
 DURATION=${DURATION:-10s}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
@@ -40,82 +43,24 @@ ROUNDS=${ROUNDS:-3}
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-say() { printf '%s\n' "$*" >&2; }
-die() {
-    say "load.sh: $*"
-    exit 1
-}
-
 # --- Tools -------------------------------------------------------------------------------
-
-find_tool() { command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || true; }
 
 missing=()
 [ -n "$(find_tool wrk)" ] || missing+=(wrk)
 [ -n "$(find_tool redis-server)" ] || missing+=(redis-server)
 [ -n "$(find_tool nginx)" ] || missing+=(nginx-light)
-if [ ${#missing[@]} -gt 0 ]; then
-    say "installing: ${missing[*]}"
-    sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    "${sudo[@]}" apt-get install -y "${missing[@]}" >&2 ||
-        { "${sudo[@]}" apt-get update >&2 && "${sudo[@]}" apt-get install -y "${missing[@]}" >&2; }
-fi
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 WRK=$(find_tool wrk)
 REDIS_SERVER=$(find_tool redis-server)
 REDIS_CLI=$(find_tool redis-cli)
 NGINX=$(find_tool nginx)
-for tool in WRK REDIS_SERVER REDIS_CLI NGINX; do
-    [ -n "${!tool}" ] || die "cannot find ${tool,,}"
-done
-command -v curl >/dev/null || die "curl is needed"
+require_found WRK REDIS_SERVER REDIS_CLI NGINX
+need_commands curl
 
 # --- Processes and clean-up --------------------------------------------------------------
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/stickless-load.XXXXXX")
-PIDS=()
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# free_port VAR: stores in VAR a port nothing listens on now and that this script has not
-# handed out yet (there is a small window before our server binds it).
-TAKEN=" "
-free_port() {
-    local port used
-    used=$(ss -Htln 2>/dev/null | awk '{print $4}' | sed 's/.*://' | sort -u || true)
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 40000))
-        if ! grep -qx "$port" <<<"$used" && [[ "$TAKEN" != *" $port "* ]]; then
-            TAKEN="$TAKEN$port "
-            printf -v "$1" '%s' "$port"
-            return
-        fi
-    done
-    die "no free port found"
-}
-
-# Waits until `curl URL` answers with any HTTP status, for up to 15 s.
-wait_http() {
-    local url=$1 what=$2
-    for _ in $(seq 1 150); do
-        if curl -s -o /dev/null --max-time 1 "$url"; then
-            return
-        fi
-        sleep 0.1
-    done
-    die "$what did not come up at $url (logs in $TMP)"
-}
+cleanup_on_exit
 
 # --- Build -------------------------------------------------------------------------------
 

@@ -50,6 +50,9 @@
 
 set -euo pipefail
 
+# shellcheck source=common.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/common.sh"
+
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
@@ -68,12 +71,6 @@ RESTART=${RESTART:-1}
 CLIENT_WRITE_IDLE=${CLIENT_WRITE_IDLE:-10s}
 UPSTREAM_READ_IDLE=${UPSTREAM_READ_IDLE:-10s}
 
-say() { printf '%s\n' "$*" >&2; }
-die() {
-    say "probe.sh: $*"
-    exit 1
-}
-
 for probe in $PROBES; do
     case $probe in
     H | B | X | R | idle | h2) ;;
@@ -86,16 +83,6 @@ done
 [ -x "$BIN" ] || die "BIN=$BIN is not an executable (build it first: cargo build --release)"
 
 # --- Tools -------------------------------------------------------------------------------
-
-find_tool() { command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || true; }
-
-apt_install() {
-    local sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    say "installing: $*"
-    "${sudo[@]}" apt-get install -y "$@" >&2 ||
-        { "${sudo[@]}" apt-get update >&2 && "${sudo[@]}" apt-get install -y "$@" >&2; }
-}
 
 missing=()
 [ -n "$(find_tool slowhttptest)" ] || missing+=(slowhttptest)
@@ -114,13 +101,9 @@ REDIS_SERVER=$(find_tool redis-server)
 REDIS_CLI=$(find_tool redis-cli)
 NGINX=$(find_tool nginx)
 PYTHON=$(find_tool python3)
-for tool in SLOWHTTPTEST H2LOAD REDIS_SERVER REDIS_CLI NGINX PYTHON; do
-    [ -n "${!tool}" ] || die "cannot find ${tool,,}"
-done
+require_found SLOWHTTPTEST H2LOAD REDIS_SERVER REDIS_CLI NGINX PYTHON
 "$NGINX" -V 2>&1 | grep -q -- --with-http_v2_module || die "$NGINX has no HTTP/2 module"
-for tool in curl ss timeout ps; do
-    command -v "$tool" >/dev/null || die "$tool is needed"
-done
+need_commands curl ss timeout ps
 
 # --- File descriptors --------------------------------------------------------------------
 
@@ -147,18 +130,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/stickless-probe.XXXXXX")
 # nginx started as root runs its workers as nobody: they must be able to read /big and to
 # use the temporary directories below.
 chmod 755 "$TMP"
-PIDS=()
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
+cleanup_on_exit
 
 # stop PID: stops a process started here and forgets it.
 stop() {
@@ -169,38 +141,6 @@ stop() {
         [ "$pid" = "$1" ] || keep+=("$pid")
     done
     PIDS=("${keep[@]}")
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# free_port VAR: stores in VAR a port nothing listens on now and that this script has not
-# handed out yet (there is a small window before our server binds it).
-TAKEN=" "
-free_port() {
-    local port used
-    used=$(ss -Htln 2>/dev/null | awk '{print $4}' | sed 's/.*://' | sort -u || true)
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 12000)) # below the ephemeral range the clients use
-        if ! grep -qx "$port" <<<"$used" && [[ "$TAKEN" != *" $port "* ]]; then
-            TAKEN="$TAKEN$port "
-            printf -v "$1" '%s' "$port"
-            return
-        fi
-    done
-    die "no free port found"
-}
-
-# wait_http URL WHAT [curl options...]: waits until URL answers with any HTTP status, up to 15 s.
-wait_http() {
-    local url=$1 what=$2
-    shift 2
-    for _ in $(seq 1 150); do
-        if curl -s -o /dev/null --max-time 1 "$@" "$url"; then
-            return
-        fi
-        sleep 0.1
-    done
-    die "$what did not come up at $url (logs in $TMP)"
 }
 
 # nginx_head DIR WORKERS: the settings every nginx here shares (the file up to `http {`).
