@@ -438,3 +438,35 @@ async fn a_client_leaving_mid_body_is_counted_as_its_failure() {
         "{codes}"
     );
 }
+
+/// An HTTP/2 client that reads nothing at all (its only stream's window stays shut) is
+/// disconnected, as an HTTP/1.1 client would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_reads_nothing_is_disconnected() {
+    let (endless, mut released) = endless_backend().await;
+    let other = Backend::start("other").await;
+    let proxy = Proxy::start(&flows_config(endless, &other)).await;
+
+    let tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get("http://app.test/endless")
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    let response = response.await.expect("head");
+    assert_eq!(response.status(), 200);
+    let _stalled = response.into_body();
+
+    // Ended, cleanly or with an error: either way the proxy closed it.
+    let _ended = tokio::time::timeout(GUARD, connection)
+        .await
+        .expect("the proxy closed the connection instead of keeping it")
+        .expect("the connection task");
+    counted(&proxy, "client_stalled", 1.0).await;
+    tokio::time::timeout(GUARD, released.recv())
+        .await
+        .expect("the backend connection was closed");
+    assert_eq!(proxy.get("/other/ok").send().await.status, 200);
+}

@@ -67,6 +67,11 @@ struct State {
     head_began: Notify,
     /// Set when the client was disconnected for taking no bytes (`client_write_idle`).
     write_stalled: AtomicBool,
+    /// Wakes the watchdog to close the connection: an HTTP/2 client read nothing on any
+    /// stream for `client_write_idle` (`streams`).
+    client_stalled: Notify,
+    /// When an HTTP/2 stream last got bytes through to the client (µs since `opened`).
+    stream_progress: AtomicU64,
 }
 
 impl Activity {
@@ -78,15 +83,47 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             head_began: Notify::new(),
             write_stalled: AtomicBool::new(false),
+            client_stalled: Notify::new(),
+            stream_progress: AtomicU64::new(0),
         }))
+    }
+
+    /// An HTTP/2 stream's client took bytes (its window opened, or the body went out whole).
+    pub fn stream_progressed(&self) {
+        self.0
+            .stream_progress
+            .fetch_max(self.micros(), Ordering::AcqRel);
+    }
+
+    /// Whether any stream got bytes through after `since` (`micros`).
+    pub fn streams_progressed_after(&self, since: u64) -> bool {
+        self.0.stream_progress.load(Ordering::Acquire) > since
+    }
+
+    /// Closes the connection: its client has taken no bytes for `client_write_idle`.
+    pub fn disconnect_stalled(&self) {
+        self.0.write_stalled.store(true, Ordering::Release);
+        self.0.client_stalled.notify_one();
     }
 
     pub fn write_stalled(&self) -> bool {
         self.0.write_stalled.load(Ordering::Acquire)
     }
 
+    /// Milliseconds since the connection opened: the clock of the connection's deadlines.
     fn now(&self) -> u64 {
         millis(self.0.opened.elapsed())
+    }
+
+    /// Microseconds since the connection opened: the clock of its HTTP/2 streams' stamps,
+    /// fine enough that a stream served after another stalled is never stamped the same.
+    pub fn micros(&self) -> u64 {
+        u64::try_from(self.0.opened.elapsed().as_micros()).unwrap_or(NEVER - 1)
+    }
+
+    /// The instant `micros` microseconds after the connection opened.
+    pub fn instant_at(&self, micros: u64) -> Instant {
+        self.0.opened + Duration::from_micros(micros)
     }
 
     fn saw_bytes(&self) {
@@ -170,6 +207,7 @@ pub async fn serve<F: Future>(
             output = &mut connection => return Some(output),
             () = tokio::time::sleep(wait) => {}
             () = activity.0.head_began.notified() => {}
+            () = activity.0.client_stalled.notified() => return None,
         }
     }
 }
@@ -313,10 +351,13 @@ impl Body for TrackedBody {
             stream.resumed();
         }
         let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let (Some(stream), Poll::Ready(Some(Ok(frame)))) = (&this.stream, &polled) {
-            if frame.is_data() {
+        if let Some(stream) = &this.stream {
+            match &polled {
+                Poll::Ready(None) => stream.finished(),
+                Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => stream.finished(),
                 // hyper polls again once the client's window has room for more.
-                stream.waiting_for_client();
+                Poll::Ready(Some(Ok(frame))) if frame.is_data() => stream.waiting_for_client(),
+                _ => {}
             }
         }
         polled

@@ -171,8 +171,9 @@ fn serve_connection(
     slot: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    let activity = Activity::new();
     let live = proxy.live();
-    let builder = http_builder(&live.settings);
+    let builder = http_builder(&live.settings, &activity);
     let timeouts = live.settings.timeouts;
     let deadlines = Deadlines {
         header_read: timeouts.header_read,
@@ -180,7 +181,6 @@ fn serve_connection(
     };
     drop(live);
     let write_idle = timeouts.client_write_idle;
-    let activity = Activity::new();
     let busy = activity.clone();
     let handler = proxy.clone();
     let service = service_fn(move |request| {
@@ -216,12 +216,15 @@ fn serve_connection(
 /// hyper stops reading the backend while the client's side is full, so a slow reader holds at
 /// most one write buffer and one backend read buffer (`upstream`), and an HTTP/2 client can
 /// make us hold at most a connection window of request body it sent ahead.
-fn http_builder(settings: &Settings) -> auto::Builder<StreamExecutor> {
+fn http_builder(settings: &Settings, connection: &Activity) -> auto::Builder<StreamExecutor> {
     let limits = &settings.limits;
     let Timeouts {
         client_write_idle, ..
     } = settings.timeouts;
-    let mut builder = auto::Builder::new(StreamExecutor { client_write_idle });
+    let mut builder = auto::Builder::new(StreamExecutor {
+        client_write_idle,
+        connection: connection.clone(),
+    });
     // Heads past these limits get 431 from hyper before any of our code runs. The same size
     // caps what hyper queues for writing before it stops pulling the response body.
     builder
