@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::admin;
 use crate::config::{Settings, Timeouts};
-use crate::context::Connection;
+use crate::context::{Connection, ConnectionSlot};
 use crate::notify;
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
@@ -149,10 +149,23 @@ impl Server {
             "shutting down: draining in-flight requests"
         );
         let grace = self.proxy.live().settings.timeouts.shutdown_grace;
-        match tokio::time::timeout(grace, graceful.shutdown()).await {
+        // Upgraded connections are no longer hyper's: they are waited for beside it.
+        let tunnels = self.proxy.tunnels();
+        let drained = async {
+            graceful.shutdown().await;
+            tunnels.closed().await;
+        };
+        match tokio::time::timeout(grace, drained).await {
             Ok(()) => info!("drained"),
             Err(_) => {
-                warn!(?grace, "grace period over; cutting remaining connections")
+                warn!(
+                    ?grace,
+                    tunnels = tunnels.len(),
+                    "grace period over; cutting remaining connections and tunnels"
+                );
+                // Closed tunnels write their access lines; a moment for them to do so.
+                tunnels.close_all();
+                let _ = tokio::time::timeout(Duration::from_secs(1), tunnels.closed()).await;
             }
         }
         if let Some(admin) = admin {
@@ -183,18 +196,24 @@ fn serve_connection(
     let activity = Activity::new();
     let busy = activity.clone();
     let handler = proxy.clone();
-    let service = service_fn(move |request| {
+    let slot = ConnectionSlot::new(slot, proxy.metrics().open_connections.clone());
+    let held = slot.clone();
+    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         let proxy = handler.clone();
         let in_flight = busy.request_started();
+        // A request that becomes a tunnel takes the slot along (`tunnel`).
+        request.extensions_mut().insert(held.clone());
         async move {
             let response = proxy.handle(request, &connection).await;
             Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight, write_idle)))
         }
     });
     let io = TokioIo::new(WatchedIo::new(stream, activity.clone(), write_idle));
-    let served = graceful.watch(builder.serve_connection(io, service).into_owned());
-    let open = proxy.metrics().open_connections.clone();
-    open.inc();
+    let served = graceful.watch(
+        builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned(),
+    );
     tokio::spawn(async move {
         let _slot = slot;
         let peer = connection.peer;
@@ -205,7 +224,6 @@ fn serve_connection(
             Some(Ok(())) => {}
             None => tracing::debug!(%peer, "connection closed: header or keep-alive deadline"),
         }
-        open.dec();
     });
 }
 
