@@ -75,7 +75,9 @@ impl EchoBackend {
 
     fn last(&self) -> HeaderMap {
         let seen = self.handshakes.lock().expect("lock");
-        seen.last().expect("a handshake reached the backend").clone()
+        seen.last()
+            .expect("a handshake reached the backend")
+            .clone()
     }
 }
 
@@ -213,7 +215,10 @@ async fn session_exists(proxy: &Proxy, id: &str) -> bool {
 
 async fn metric(proxy: &Proxy, name: &str) -> Option<f64> {
     let admin = proxy.admin.expect("admin listener");
-    let text = RawRequest::new(admin, "GET", "/metrics").send().await.text();
+    let text = RawRequest::new(admin, "GET", "/metrics")
+        .send()
+        .await
+        .text();
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
@@ -253,7 +258,8 @@ async fn handshake_carries_the_session_and_never_a_forgery() {
     // then the tunnel stays open half-closed.
     drop(socket);
     assert!(
-        eventually(GUARD, async || metric(&s.proxy, "stickless_open_tunnels").await
+        eventually(GUARD, async || metric(&s.proxy, "stickless_open_tunnels")
+            .await
             == Some(0.0))
         .await
     );
@@ -314,13 +320,19 @@ async fn socket_keeps_its_session_alive(store: &str) {
     if let Some(left) = (2 * idle).checked_sub(started.elapsed()) {
         tokio::time::sleep(left).await;
     }
-    assert!(session_exists(&s.proxy, &kept).await, "the socket's session expired");
+    assert!(
+        session_exists(&s.proxy, &kept).await,
+        "the socket's session expired"
+    );
     echo(&mut socket, "still here").await;
     let plain = RawRequest::new(s.proxy.addr, "GET", "/whoami")
         .session(Some(&kept))
         .send()
         .await;
-    assert_eq!(plain.backend_saw("x-session-user").as_deref(), Some("alice"));
+    assert_eq!(
+        plain.backend_saw("x-session-user").as_deref(),
+        Some("alice")
+    );
 }
 
 #[tokio::test]
@@ -408,15 +420,25 @@ async fn sockets_keep_their_connection_slots() {
     for socket in &mut sockets {
         echo(socket, "ping").await;
     }
-    assert_eq!(metric(&s.proxy, "stickless_open_tunnels").await, Some(200.0));
-    assert_eq!(metric(&s.proxy, "stickless_open_connections").await, Some(200.0));
+    assert_eq!(
+        metric(&s.proxy, "stickless_open_tunnels").await,
+        Some(200.0)
+    );
+    assert_eq!(
+        metric(&s.proxy, "stickless_open_connections").await,
+        Some(200.0)
+    );
     // Ten idle connections take the rest of the slots; the next one waits.
     let mut idle = Vec::new();
     for _ in 0..10 {
         idle.push(TcpStream::connect(s.proxy.addr).await.expect("connect"));
     }
     assert!(
-        eventually(GUARD, async || metric(&s.proxy, "stickless_open_connections").await
+        eventually(GUARD, async || metric(
+            &s.proxy,
+            "stickless_open_connections"
+        )
+        .await
             == Some(210.0))
         .await
     );
@@ -428,7 +450,10 @@ async fn sockets_keep_their_connection_slots() {
         tokio_tungstenite::connect_async(request).await
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!waiting.is_finished(), "a connection beyond the cap was served");
+    assert!(
+        !waiting.is_finished(),
+        "a connection beyond the cap was served"
+    );
     // One socket closes: its slot goes to the waiting connection.
     let mut first = sockets.remove(0);
     first.close(None).await.expect("close");
