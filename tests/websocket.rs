@@ -49,6 +49,8 @@ impl EchoBackend {
             while let Ok((stream, _)) = listener.accept().await {
                 let seen = seen.clone();
                 tokio::spawn(async move {
+                    // tungstenite's callback type fixes the large error variant.
+                    #[allow(clippy::result_large_err)]
                     let record = |request: &Request, response: Response| {
                         seen.lock().expect("lock").push(request.headers().clone());
                         Ok(response)
