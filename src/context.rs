@@ -6,6 +6,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,8 @@ use bytes::Bytes;
 use http::uri::Authority;
 use http::{HeaderValue, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn};
 
 use crate::metrics::{Ending, Lookup, Metrics, RouteMetrics};
@@ -24,10 +27,45 @@ use crate::upstream::body::{Cut, ProxyBody};
 use crate::upstream::Attempts;
 
 /// Facts about the client connection a request came on, from the listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Connection {
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// Its place under `limits.max_connections`; none for connections outside the cap.
+    pub slot: Option<ConnectionSlot>,
+}
+
+/// A client connection's place under `limits.max_connections` and its count in
+/// `open_connections`. The listener holds it while hyper serves the connection, in the
+/// connection's `Connection`; a request that becomes a tunnel takes a clone, because hyper's
+/// connection future ends at the upgrade while the socket stays open.
+/// The slot is given back when the last holder lets go.
+#[derive(Clone)]
+pub struct ConnectionSlot {
+    _held: Arc<SlotHeld>,
+}
+
+struct SlotHeld {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl ConnectionSlot {
+    pub fn new(permit: OwnedSemaphorePermit, open: Gauge) -> ConnectionSlot {
+        open.inc();
+        ConnectionSlot {
+            _held: Arc::new(SlotHeld {
+                _permit: permit,
+                open,
+            }),
+        }
+    }
+}
+
+impl Drop for SlotHeld {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 /// Borrows from the configuration the request runs under (`'a`), so filling it in clones
@@ -52,6 +90,9 @@ pub struct RequestContext<'a> {
     pub change: Option<&'static str>,
     /// Why the request failed, when it did: the whole error chain.
     pub error: Option<String>,
+    /// A relayed `101`: the tunnel to open once the head has gone, which takes over the
+    /// access line.
+    pub tunnel: Option<crate::tunnel::Pending>,
 }
 
 impl<'a> RequestContext<'a> {
@@ -75,6 +116,7 @@ impl<'a> RequestContext<'a> {
             session: None,
             change: None,
             error: None,
+            tunnel: None,
         }
     }
 
@@ -172,6 +214,17 @@ impl Record {
     /// the body ended early, when we know.
     fn write(self, ending: Ending, cause: Option<String>) {
         self.route.ended(ending);
+        self.log(ending.as_str(), cause);
+    }
+
+    /// The log phase of an upgraded request, when its tunnel closes: the line then carries
+    /// the tunnel's whole life as its duration, and why it closed as its outcome. Tunnels are
+    /// counted by `tunnel`, not as responses cut short.
+    pub fn tunnel_closed(self, outcome: &str, cause: Option<String>) {
+        self.log(outcome, cause);
+    }
+
+    fn log(self, outcome: &str, cause: Option<String>) {
         let elapsed = self.started.elapsed();
         let error = match (&self.error, &cause) {
             (Some(error), _) => Some(error.as_str()),
@@ -188,7 +241,7 @@ impl Record {
             upstream = %Text(self.upstream.as_ref().map_or("-", Authority::as_str)),
             attempts = self.attempts,
             status = self.status,
-            outcome = %Text(ending.as_str()),
+            outcome = %Text(outcome),
             duration_ms = ms(elapsed),
             upstream_ms = self.upstream_time.map_or(0.0, ms),
             store_ms = self.store_time.map_or(0.0, ms),
@@ -214,6 +267,11 @@ impl LoggedBody {
             body,
             record: Some(record),
         }
+    }
+
+    /// The body of a `101` whose record went to its tunnel, to be written when that closes.
+    pub fn unlogged(body: ProxyBody) -> LoggedBody {
+        LoggedBody { body, record: None }
     }
 
     /// The connection gave up on this response (see `listener`), before its end.

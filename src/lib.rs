@@ -22,6 +22,7 @@
 //! | [`session`] | ids and cookies, the header protocol, lifetimes; `resolve` (request) and `persist` (response) |
 //! | [`store`] | the store trait and its implementations: `memory`, `redis` |
 //! | [`upstream`] | pooled client, round-robin with fail-over, upstream health (passive ejection, active checks), hop-by-hop headers, `X-Forwarded-*`, streamed bodies, request bodies buffered whole where a route asks |
+//! | [`tunnel`] | upgraded connections (WebSocket): bytes both ways, idle and drain limits, and the sessions they keep alive (`keepalive`) |
 //! | [`admin`] | the admin listener: `/healthz`, `/readyz`, `/metrics` |
 //! | [`metrics`] | the Prometheus registry and the handles the request path uses |
 //! | [`logging`] | text or JSON logs, switchable by a reload |
@@ -53,4 +54,5 @@ pub mod session;
 mod stall;
 pub mod store;
 mod sync;
+pub mod tunnel;
 pub mod upstream;

@@ -47,6 +47,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabel {
     upstream: String,
 }
@@ -76,6 +81,20 @@ fn store_buckets() -> Histogram {
     ])
 }
 
+/// `open_tunnels` and `tunnels_closed_total{reason}`.
+#[derive(Clone)]
+pub struct TunnelMetrics {
+    pub open: Gauge,
+    closed: Family<ReasonLabel, Counter>,
+}
+
+impl TunnelMetrics {
+    /// A tunnel closed; `reason` is one of a fixed set of words (`tunnel::Closed`).
+    pub fn closed(&self, reason: &'static str) {
+        self.closed.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}
+
 /// Every family, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -89,6 +108,9 @@ pub struct Metrics {
     pub sessions_rotated: Counter,
     pub sessions_invalidated: Counter,
     pub open_connections: Gauge,
+    /// Upgraded connections (WebSocket) open now.
+    pub open_tunnels: Gauge,
+    tunnels_closed: Family<ReasonLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     pub store_up: Gauge,
     upstream_up: Family<UpstreamLabel, Gauge>,
@@ -129,6 +151,8 @@ impl Metrics {
             sessions_rotated: Counter::default(),
             sessions_invalidated: Counter::default(),
             open_connections: Gauge::default(),
+            open_tunnels: Gauge::default(),
+            tunnels_closed: Family::default(),
             reloads: reloads.clone(),
             store_up: Gauge::default(),
             upstream_up: upstream_up.clone(),
@@ -193,6 +217,16 @@ impl Metrics {
             metrics.open_connections.clone(),
         );
         registry.register(
+            "open_tunnels",
+            "Upgraded connections (WebSocket) open on the proxy listener",
+            metrics.open_tunnels.clone(),
+        );
+        registry.register(
+            "tunnels_closed",
+            "Upgraded connections closed, by reason",
+            metrics.tunnels_closed.clone(),
+        );
+        registry.register(
             "config_reloads",
             "Configuration reloads (SIGHUP), by result",
             reloads,
@@ -248,6 +282,14 @@ impl Metrics {
     }
 
     /// The handles of one route, made when a configuration is loaded.
+    /// The handles tunnels update, which outlive the request that opened them.
+    pub fn tunnels(&self) -> TunnelMetrics {
+        TunnelMetrics {
+            open: self.open_tunnels.clone(),
+            closed: self.tunnels_closed.clone(),
+        }
+    }
+
     pub fn route(&self, name: &str) -> RouteMetrics {
         let label = RouteLabel {
             route: name.to_owned(),

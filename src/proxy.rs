@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use http::header::{CACHE_CONTROL, HOST, LOCATION, SET_COOKIE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use tracing::{debug, warn};
 
 use crate::config::{OnUnavailable, SessionMode, Settings};
@@ -32,6 +33,7 @@ use crate::session::record::Session;
 use crate::session::resolve::resolve;
 use crate::session::update::{take_update, Update};
 use crate::store::{Store, StoreError};
+use crate::tunnel::{self, Tunnels};
 use crate::upstream::body::{self, ProxyBody, Refusal, RetryableBody};
 use crate::upstream::health::HealthRegistry;
 use crate::upstream::{buffer, forwarded, hop, UpstreamClient};
@@ -43,6 +45,8 @@ pub struct Proxy {
     upstream: Arc<UpstreamClient>,
     health: HealthRegistry,
     metrics: Metrics,
+    /// Open upgraded connections, and the sessions they keep alive.
+    tunnels: Tunnels,
     /// Set when the drain starts: readiness then answers 503.
     draining: AtomicBool,
 }
@@ -54,8 +58,10 @@ impl Proxy {
         let health = HealthRegistry::new();
         let upstream = Arc::new(UpstreamClient::new(settings.timeouts.upstream_connect));
         let live = Live::new(settings, &metrics, &health, &upstream);
+        let tunnels = Tunnels::new(store.clone(), metrics.tunnels());
         Proxy {
             live: ArcSwap::from_pointee(live),
+            tunnels,
             store,
             upstream,
             health,
@@ -70,6 +76,10 @@ impl Proxy {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
     }
 
     /// The configuration new requests and connections get.
@@ -126,8 +136,16 @@ impl Proxy {
         response
             .headers_mut()
             .insert(X_REQUEST_ID, ctx.request_id.clone());
+        let tunnel = ctx.tunnel.take();
         let record = ctx.answered(response.status(), &session.fingerprints, &self.metrics);
-        response.map(|body| LoggedBody::new(body, record))
+        match tunnel {
+            // The tunnel writes the access line when it closes.
+            Some(tunnel) => {
+                self.tunnels.open(tunnel, record);
+                response.map(LoggedBody::unlogged)
+            }
+            None => response.map(|body| LoggedBody::new(body, record)),
+        }
     }
 
     async fn handle_inner<'a>(
@@ -166,8 +184,18 @@ impl Proxy {
             parts.headers.insert(HOST, host);
         }
 
-        // 2. Strip: connection-level headers first, then every spelling of ours.
+        // An HTTP/1.1 request asking to switch protocols, with hyper ready to hand over its
+        // connection. (HTTP/2 has no `Upgrade`; RFC 8441's extended CONNECT is not served.)
+        let upgrade = hop::upgrade_asked(&parts.headers)
+            .filter(|_| parts.version == http::Version::HTTP_11)
+            .and_then(|protocol| Some((protocol, parts.extensions.remove::<OnUpgrade>()?)));
+
+        // 2. Strip: connection-level headers first, then every spelling of ours. An upgrade
+        // keeps exactly its own two headers.
         hop::strip(&mut parts.headers);
+        if let Some((protocol, _)) = &upgrade {
+            hop::keep_upgrade(&mut parts.headers, protocol.clone());
+        }
         session_settings.prefix.strip(&mut parts.headers);
         cookie::join_cookie_fields(&mut parts.headers);
         parts.headers.insert(X_REQUEST_ID, ctx.request_id.clone());
@@ -241,13 +269,23 @@ impl Proxy {
         if has_both_framings(&head.headers) {
             return Err(ProxyError::AmbiguousResponse);
         }
-        // Upgrade is removed from every request we forward, so no backend was asked to
-        // switch protocols: relaying its `101` would leave the client with a protocol it never
-        // asked for (h2 clients call it an error; an h1 pipeline is lost).
-        if head.status == StatusCode::SWITCHING_PROTOCOLS {
-            return Err(ProxyError::UnaskedUpgrade);
-        }
+        // A `101` relayed to a client that did not ask for an upgrade would leave it with a
+        // protocol it never asked for (h2 clients call it an error; an h1 pipeline is lost).
+        let switched = if head.status == StatusCode::SWITCHING_PROTOCOLS {
+            let (Some((asked, client)), Some(backend)) =
+                (upgrade, head.extensions.remove::<OnUpgrade>())
+            else {
+                return Err(ProxyError::UnaskedUpgrade);
+            };
+            let protocol = head.headers.get(http::header::UPGRADE).cloned();
+            Some((protocol.unwrap_or(asked), client, backend))
+        } else {
+            None
+        };
         hop::strip(&mut head.headers);
+        if let Some((protocol, _, _)) = &switched {
+            hop::keep_upgrade(&mut head.headers, protocol.clone());
+        }
         cookie::drop_backend_session_cookie(&mut head.headers, &session_settings.cookie.name);
         let update = match route.session {
             SessionMode::Off => {
@@ -264,6 +302,7 @@ impl Proxy {
         if let Some(err) = degraded.filter(|_| !update.is_empty()) {
             return Err(ProxyError::Store(err));
         }
+        let tunnel_session = session.as_ref().map(|s| s.id.clone());
         let change = if update.is_empty() {
             Change::None
         } else {
@@ -273,6 +312,21 @@ impl Proxy {
             persisted?
         };
         ctx.changed(&change, &self.metrics);
+        if let Some((_, client, backend)) = switched {
+            // The session as this `101`'s own update left it.
+            let id = match &change {
+                Change::None | Change::Updated => tunnel_session,
+                Change::Created(id) | Change::Rotated(id) => Some(id.clone()),
+                Change::Invalidated { .. } => None,
+            };
+            ctx.tunnel = Some(tunnel::Pending {
+                client,
+                backend,
+                slot: connection.slot.clone(),
+                session: id.map(|id| (id, session_settings.lifetime)),
+                idle: settings.timeouts.tunnel_idle,
+            });
+        }
 
         // 8. Respond.
         let cookie_settings = &session_settings.cookie;

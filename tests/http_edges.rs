@@ -72,14 +72,23 @@ async fn a_101_nobody_asked_for_becomes_502() {
     let response = proxy.get("/").send().await;
     assert_eq!(response.status, 502);
     assert_eq!(response.header("upgrade"), None);
-    // A client that asked for an upgrade is not forwarded one (yet), so it is refused too.
+    // A client that asked for an upgrade gets the backend's `101` (tests/websocket.rs).
     let asked = proxy
         .get("/chat")
         .header("Connection", "upgrade")
         .header("Upgrade", "websocket")
         .send()
         .await;
-    assert_eq!(asked.status, 502);
+    assert_eq!(asked.status, 101);
+    assert_eq!(asked.header("upgrade").as_deref(), Some("websocket"));
+    // One asking for h2c (a tunnel to send requests past the proxy's stripping) does not.
+    let smuggled = proxy
+        .get("/")
+        .header("Connection", "upgrade")
+        .header("Upgrade", "h2c")
+        .send()
+        .await;
+    assert_eq!(smuggled.status, 502);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

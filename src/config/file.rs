@@ -390,6 +390,10 @@ pub struct TimeoutsFile {
     /// How long in-flight requests may run after SIGTERM before they are cut.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How long an upgraded connection (WebSocket) may carry no byte either way before it is
+    /// closed.
+    #[serde(default = "default_tunnel_idle", with = "humantime_serde")]
+    pub tunnel_idle: Duration,
 }
 
 impl Default for TimeoutsFile {
@@ -403,6 +407,7 @@ impl Default for TimeoutsFile {
             upstream_read_idle: default_upstream_read_idle(),
             client_write_idle: default_client_write_idle(),
             shutdown_grace: default_shutdown_grace(),
+            tunnel_idle: default_tunnel_idle(),
         }
     }
 }
@@ -467,6 +472,12 @@ fn default_client_write_idle() -> Duration {
 }
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(30)
+}
+/// Well above the heartbeats WebSocket libraries send on their own (socket.io 25 s, SignalR
+/// 15 s, Phoenix 30 s), so a live socket never meets it, yet a peer that vanished without a
+/// FIN gives its connection slot back within minutes, not HAProxy's usual hour.
+fn default_tunnel_idle() -> Duration {
+    Duration::from_secs(10 * 60)
 }
 
 /// The names as written in the file, for summaries and messages.

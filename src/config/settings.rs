@@ -196,6 +196,7 @@ pub struct Timeouts {
     pub upstream_read_idle: Duration,
     pub client_write_idle: Duration,
     pub shutdown_grace: Duration,
+    pub tunnel_idle: Duration,
 }
 
 /// Collects every problem in the file rather than stopping at the first, so one run of
@@ -386,6 +387,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         upstream_read_idle: file.timeouts.upstream_read_idle,
         client_write_idle: file.timeouts.client_write_idle,
         shutdown_grace: file.timeouts.shutdown_grace,
+        tunnel_idle: file.timeouts.tunnel_idle,
     };
     for (name, value) in [
         ("header_read", timeouts.header_read),
@@ -395,6 +397,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         ("upstream_response", timeouts.upstream_response),
         ("upstream_read_idle", timeouts.upstream_read_idle),
         ("client_write_idle", timeouts.client_write_idle),
+        ("tunnel_idle", timeouts.tunnel_idle),
     ] {
         if value.is_zero() {
             problems.add(format!("timeouts.{name}"), "must be greater than zero");

@@ -17,12 +17,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::admin;
 use crate::config::{Settings, Timeouts};
-use crate::context::Connection;
+use crate::context::{Connection, ConnectionSlot};
 use crate::notify;
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
@@ -129,8 +129,13 @@ impl Server {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let local = stream.local_addr().unwrap_or(peer);
-                        let connection = Connection { peer, local };
-                        serve_connection(&self.proxy, &graceful, stream, connection, slot);
+                        let open = self.proxy.metrics().open_connections.clone();
+                        let connection = Connection {
+                            peer,
+                            local,
+                            slot: Some(ConnectionSlot::new(slot, open)),
+                        };
+                        serve_connection(&self.proxy, &graceful, stream, connection);
                     }
                     Err(err) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -149,10 +154,23 @@ impl Server {
             "shutting down: draining in-flight requests"
         );
         let grace = self.proxy.live().settings.timeouts.shutdown_grace;
-        match tokio::time::timeout(grace, graceful.shutdown()).await {
+        // Upgraded connections are no longer hyper's: they are waited for beside it.
+        let tunnels = self.proxy.tunnels();
+        let drained = async {
+            graceful.shutdown().await;
+            tunnels.closed().await;
+        };
+        match tokio::time::timeout(grace, drained).await {
             Ok(()) => info!("drained"),
             Err(_) => {
-                warn!(?grace, "grace period over; cutting remaining connections")
+                warn!(
+                    ?grace,
+                    tunnels = tunnels.len(),
+                    "grace period over; cutting remaining connections and tunnels"
+                );
+                // Closed tunnels write their access lines; a moment for them to do so.
+                tunnels.close_all();
+                let _ = tokio::time::timeout(Duration::from_secs(1), tunnels.closed()).await;
             }
         }
         if let Some(admin) = admin {
@@ -168,7 +186,6 @@ fn serve_connection(
     graceful: &GracefulShutdown,
     stream: TcpStream,
     connection: Connection,
-    slot: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Activity::new();
@@ -183,8 +200,13 @@ fn serve_connection(
     let write_idle = timeouts.client_write_idle;
     let busy = activity.clone();
     let handler = proxy.clone();
+    let peer = connection.peer;
+    // Shared by the connection's requests; its slot is released when hyper drops the service
+    // at the connection's end, or later by a tunnel that took a clone.
+    let connection = Arc::new(connection);
     let service = service_fn(move |request| {
         let proxy = handler.clone();
+        let connection = connection.clone();
         let in_flight = busy.request_started();
         async move {
             let response = proxy.handle(request, &connection).await;
@@ -192,12 +214,12 @@ fn serve_connection(
         }
     });
     let io = TokioIo::new(WatchedIo::new(stream, activity.clone(), write_idle));
-    let served = graceful.watch(builder.serve_connection(io, service).into_owned());
-    let open = proxy.metrics().open_connections.clone();
-    open.inc();
+    let served = graceful.watch(
+        builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned(),
+    );
     tokio::spawn(async move {
-        let _slot = slot;
-        let peer = connection.peer;
         match deadline::serve(served, &activity, deadlines).await {
             Some(Err(err)) => {
                 tracing::debug!(%peer, error = %err, "connection ended with an error")
@@ -205,7 +227,6 @@ fn serve_connection(
             Some(Ok(())) => {}
             None => tracing::debug!(%peer, "connection closed: header or keep-alive deadline"),
         }
-        open.dec();
     });
 }
 
