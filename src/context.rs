@@ -28,6 +28,8 @@ use crate::upstream::Attempts;
 pub struct Connection {
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// The client connected over TLS to our listener (`X-Forwarded-Proto: https`).
+    pub tls: bool,
 }
 
 /// Borrows from the configuration the request runs under (`'a`), so filling it in clones

@@ -28,6 +28,17 @@ pub struct FileConfig {
     pub admin: Option<AdminFile>,
     #[serde(default)]
     pub log: LogFile,
+    /// HTTPS on `listen`; absent = plain HTTP/1.1 and h2c.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsFile>,
+}
+
+/// The listener's certificate chain and private key, in PEM files (re-read on reload).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -390,6 +401,10 @@ pub struct TimeoutsFile {
     /// How long in-flight requests may run after SIGTERM before they are cut.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// With `tls`: how long a client may take to complete its TLS handshake (it holds a
+    /// connection slot meanwhile).
+    #[serde(default = "default_tls_handshake", with = "humantime_serde")]
+    pub tls_handshake: Duration,
 }
 
 impl Default for TimeoutsFile {
@@ -403,6 +418,7 @@ impl Default for TimeoutsFile {
             upstream_read_idle: default_upstream_read_idle(),
             client_write_idle: default_client_write_idle(),
             shutdown_grace: default_shutdown_grace(),
+            tls_handshake: default_tls_handshake(),
         }
     }
 }
@@ -467,6 +483,11 @@ fn default_client_write_idle() -> Duration {
 }
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(30)
+}
+/// As `header_read`: a handshake is a few round trips, so a client still at it after this
+/// long is stalling on purpose or on a dead network.
+fn default_tls_handshake() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// The names as written in the file, for summaries and messages.

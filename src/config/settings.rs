@@ -16,6 +16,7 @@ use super::file::{
     SessionMode, StoreFile,
 };
 use super::Problem;
+use crate::certificate::ServerCertificate;
 use crate::routing::Destination;
 use crate::session::fingerprint::Fingerprints;
 use crate::session::keys::MIN_KEY_BYTES;
@@ -38,6 +39,8 @@ pub struct Settings {
     pub limits: Limits,
     pub admin: Option<AdminSettings>,
     pub log: LogFormat,
+    /// HTTPS on `listen`: the certificate and key, read and checked. `None`: plain HTTP.
+    pub tls: Option<ServerCertificate>,
 }
 
 /// The operators' listener.
@@ -196,6 +199,7 @@ pub struct Timeouts {
     pub upstream_read_idle: Duration,
     pub client_write_idle: Duration,
     pub shutdown_grace: Duration,
+    pub tls_handshake: Duration,
 }
 
 /// Collects every problem in the file rather than stopping at the first, so one run of
@@ -386,6 +390,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         upstream_read_idle: file.timeouts.upstream_read_idle,
         client_write_idle: file.timeouts.client_write_idle,
         shutdown_grace: file.timeouts.shutdown_grace,
+        tls_handshake: file.timeouts.tls_handshake,
     };
     for (name, value) in [
         ("header_read", timeouts.header_read),
@@ -395,6 +400,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         ("upstream_response", timeouts.upstream_response),
         ("upstream_read_idle", timeouts.upstream_read_idle),
         ("client_write_idle", timeouts.client_write_idle),
+        ("tls_handshake", timeouts.tls_handshake),
     ] {
         if value.is_zero() {
             problems.add(format!("timeouts.{name}"), "must be greater than zero");
@@ -480,6 +486,12 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         AdminSettings { listen, token }
     });
 
+    let listener_tls = file.tls.and_then(|tls| {
+        ServerCertificate::load(&tls.cert_file, &tls.key_file)
+            .map_err(|err| problems.add(err.key_path(), err.to_string()))
+            .ok()
+    });
+
     // Names label metrics, so two routes may not share one. An unnamed route is named by its
     // host and prefix; a second route with the same ones can never match (the first wins).
     let mut names = std::collections::HashMap::new();
@@ -533,6 +545,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
             limits,
             admin,
             log: file.log.format,
+            tls: listener_tls,
         }),
         _ => Err(problems.0),
     }
