@@ -375,13 +375,13 @@ echo "Redis commands per request, run c: $(per_request "$ANON_CALLS" "${REQS[ano
 if [ "$TLS" = 1 ]; then
     echo
     echo "TLS (stickless with a self-signed P-256 certificate, session: off route, HTTP/1.1):"
-    printf '%-44s %12s %10s\n' "path" "requests/s" "vs http"
-    printf '%-44s %12s %10s\n' "d. http, keep-alive" "${RPS[plain]}" "1.00"
-    printf '%-44s %12s %10s\n' "f. https, keep-alive" "${RPS[tls]}" "$(ratio "${RPS[tls]}" "${RPS[plain]}")"
-    printf '%-44s %12s %10s\n' "g. http, a new connection per request" "${RPS[plainclose]}" "1.00"
-    printf '%-44s %12s %10s\n' "h. https, a new connection (handshake) per request" "${RPS[tlsclose]}" "$(ratio "${RPS[tlsclose]}" "${RPS[plainclose]}")"
+    printf '%-52s %12s %10s\n' "path" "requests/s" "vs http"
+    printf '%-52s %12s %10s\n' "d. http, keep-alive" "${RPS[plain]}" "1.00"
+    printf '%-52s %12s %10s\n' "f. https, keep-alive" "${RPS[tls]}" "$(ratio "${RPS[tls]}" "${RPS[plain]}")"
+    printf '%-52s %12s %10s\n' "g. http, a new connection per request" "${RPS[plainclose]}" "1.00"
+    printf '%-52s %12s %10s\n' "h. https, a new connection (handshake) per request" "${RPS[tlsclose]}" "$(ratio "${RPS[tlsclose]}" "${RPS[plainclose]}")"
     echo "ratio https/http, keep-alive: $(ratio "${RPS[tls]}" "${RPS[plain]}")"
-    echo "ratio https/http, new connection per request: $(ratio "${RPS[tlsclose]}" "${RPS[plainclose]}") (TLS handshakes/s: ${RPS[tlsclose]})"
+    echo "ratio https/http, new connection per request: $(ratio "${RPS[tlsclose]}" "${RPS[plainclose]}") (TLS handshakes/s: ${RPS[tlsclose]}; wrk's own side of each handshake runs on the same CPUs)"
 fi
 if [ -n "$BASELINE" ]; then
     m() { printf '%s\n' "$@" | median; }
