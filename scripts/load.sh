@@ -24,8 +24,15 @@
 # one with the same configuration, and runs b and d alternate between the two ROUNDS times
 # (default 3); the medians and their ratio are printed: a before/after comparison in one run.
 #
+# With TLS=1, a second stickless with the same configuration plus `tls:` (a self-signed P-256
+# certificate made here by openssl) runs beside the first, and four more runs compare them on
+# the `session: off` route: keep-alive requests/s over https against plain http, and new
+# connections/s (wrk with `Connection: close`: a TCP connect, and over https a full TLS
+# handshake, per request) over https against plain http. wrk offers no ALPN, so both speak
+# HTTP/1.1.
+#
 # Usage: scripts/load.sh            (env: DURATION=10s THREADS=2 CONNECTIONS=32 SECRETS=0
-#                                         BASELINE= ROUNDS=3)
+#                                         BASELINE= ROUNDS=3 TLS=0)
 
 set -euo pipefail
 
@@ -39,6 +46,7 @@ WARMUP=${WARMUP:-2s}
 SECRETS=${SECRETS:-0}
 BASELINE=${BASELINE:-}
 ROUNDS=${ROUNDS:-3}
+TLS=${TLS:-0}
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -56,6 +64,7 @@ REDIS_CLI=$(find_tool redis-cli)
 NGINX=$(find_tool nginx)
 require_found WRK REDIS_SERVER REDIS_CLI NGINX
 need_commands curl
+[ "$TLS" != 1 ] || command -v openssl >/dev/null || die "openssl is needed for TLS=1"
 
 # --- Processes and clean-up --------------------------------------------------------------
 
@@ -198,6 +207,24 @@ if [ -n "$BASELINE" ]; then
     wait_http "http://127.0.0.1:$BASE_PORT/" "stickless (baseline)"
 fi
 
+if [ "$TLS" = 1 ]; then
+    free_port TLS_PORT
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$TMP/tls-key.pem" -out "$TMP/tls-cert.pem" 2>"$TMP/openssl.log"
+    sed "s/127.0.0.1:$PROXY_PORT/127.0.0.1:$TLS_PORT/" "$TMP/proxy.yaml" >"$TMP/tls.yaml"
+    printf 'tls:\n  cert_file: "%s"\n  key_file: "%s"\n' "$TMP/tls-cert.pem" "$TMP/tls-key.pem" >>"$TMP/tls.yaml"
+    "$STICKLESS" check --config "$TMP/tls.yaml" >/dev/null
+    STICKLESS_LOG=warn "$STICKLESS" run --config "$TMP/tls.yaml" 2>"$TMP/stickless-tls.log" &
+    PIDS+=($!)
+    for _ in $(seq 1 150); do
+        curl -sk -o /dev/null --max-time 1 "https://127.0.0.1:$TLS_PORT/" && break
+        sleep 0.1
+    done
+    curl -sk -o /dev/null --max-time 1 "https://127.0.0.1:$TLS_PORT/" ||
+        die "stickless (TLS) did not come up (logs in $TMP)"
+fi
+
 # --- A session with two attributes -------------------------------------------------------
 
 session=$(curl -s -D - -o /dev/null "$PROXY/login" |
@@ -245,6 +272,11 @@ run anonymous "$PROXY/"
 read -r ANON_CALLS ANON_DETAIL <<<"$(redis_calls)"
 run plain "$PROXY/plain"
 run nginxproxy "http://127.0.0.1:$NGINX_PROXY_PORT/"
+if [ "$TLS" = 1 ]; then
+    run tls "https://127.0.0.1:$TLS_PORT/plain"
+    run plainclose "$PROXY/plain" -H "Connection: close"
+    run tlsclose "https://127.0.0.1:$TLS_PORT/plain" -H "Connection: close"
+fi
 
 # --- Baseline: this build against another, alternating ------------------------------------
 
@@ -285,6 +317,17 @@ echo "ratio stickless (with session) / nginx reverse proxy: $(ratio "${RPS[sessi
 echo "ratio stickless (session: off) / nginx reverse proxy: $(ratio "${RPS[plain]}" "${RPS[nginxproxy]}")"
 echo "Redis commands per request, run b: $(per_request "$SESSION_CALLS" "${REQS[session]}") ($SESSION_CALLS calls / ${REQS[session]} requests; ${SESSION_DETAIL:-none})"
 echo "Redis commands per request, run c: $(per_request "$ANON_CALLS" "${REQS[anonymous]}") ($ANON_CALLS calls / ${REQS[anonymous]} requests${ANON_DETAIL:+; $ANON_DETAIL})"
+if [ "$TLS" = 1 ]; then
+    echo
+    echo "TLS (stickless with a self-signed P-256 certificate, session: off route, HTTP/1.1):"
+    printf '%-52s %12s %10s\n' "path" "requests/s" "vs http"
+    printf '%-52s %12s %10s\n' "d. http, keep-alive" "${RPS[plain]}" "1.00"
+    printf '%-52s %12s %10s\n' "f. https, keep-alive" "${RPS[tls]}" "$(ratio "${RPS[tls]}" "${RPS[plain]}")"
+    printf '%-52s %12s %10s\n' "g. http, a new connection per request" "${RPS[plainclose]}" "1.00"
+    printf '%-52s %12s %10s\n' "h. https, a new connection (handshake) per request" "${RPS[tlsclose]}" "$(ratio "${RPS[tlsclose]}" "${RPS[plainclose]}")"
+    echo "ratio https/http, keep-alive: $(ratio "${RPS[tls]}" "${RPS[plain]}")"
+    echo "ratio https/http, new connection per request: $(ratio "${RPS[tlsclose]}" "${RPS[plainclose]}") (TLS handshakes/s: ${RPS[tlsclose]}; wrk's own side of each handshake runs on the same CPUs)"
+fi
 if [ -n "$BASELINE" ]; then
     m() { printf '%s\n' "$@" | median; }
     echo

@@ -33,6 +33,8 @@ pub struct Connection {
     pub local: SocketAddr,
     /// Its place under `limits.max_connections`; none for connections outside the cap.
     pub slot: Option<ConnectionSlot>,
+    /// The client connected over TLS to our listener (`X-Forwarded-Proto: https`).
+    pub tls: bool,
 }
 
 /// A client connection's place under `limits.max_connections` and its count in

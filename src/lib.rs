@@ -14,7 +14,8 @@
 //! | [`config`] | the YAML file (`file`), its one parser (`yaml`), validated [`config::Settings`] |
 //! | [`live`] | the live configuration: one validated snapshot, swapped atomically, taken once per request |
 //! | [`reload`] | SIGHUP: validate, refuse what cannot change live, swap the snapshot |
-//! | [`listener`] | accepts connections, serves HTTP/1.1 and h2c under per-connection and per-stream deadlines, drains on shutdown |
+//! | [`listener`] | accepts connections, serves HTTP/1.1 and h2c (or HTTPS with ALPN h2 and http/1.1) under per-connection and per-stream deadlines, drains on shutdown |
+//! | [`certificate`] | the HTTPS certificate: read and checked from PEM, swapped on reload for new handshakes |
 //! | [`routing`] | picks the route (host + path prefix, first match) |
 //! | [`proxy`] | **the request path, top to bottom**: route → strip → resolve → inject → forward → apply updates → persist → respond → log |
 //! | [`context`] | the per-request context; its log phase, when the response body ends, writes the access line and the metrics |
@@ -35,6 +36,7 @@
 //! | [`report`] | an error and its causes as one line, each cause said once |
 
 pub mod admin;
+pub mod certificate;
 pub mod config;
 pub mod context;
 pub mod demo;

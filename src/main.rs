@@ -98,6 +98,15 @@ fn check(path: &Path, connect: bool) -> ExitCode {
         path.display(),
         summary(&settings)
     ));
+    // A warning, not a refusal: the file is valid, and an operator renewing in a hurry must
+    // still be able to reload it. The exit code stays 0.
+    if let Some(warning) = settings
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.expiry_warning(std::time::SystemTime::now()))
+    {
+        eprintln!("stickless: warning: {}: {warning}", path.display());
+    }
     if !connect {
         return ExitCode::SUCCESS;
     }
@@ -136,6 +145,19 @@ fn summary(s: &Settings) -> String {
     let mut out = String::new();
     let d = |d: Duration| humantime::format_duration(d).to_string();
     let _ = writeln!(out, "  listen: {}", s.listen);
+    let tls = s.tls.as_ref().map_or_else(
+        || "off (plain HTTP/1.1 and h2c)".to_owned(),
+        |t| {
+            format!(
+                "{} with {} (key matches), expires {}, ALPN h2 and http/1.1, TLS 1.2+, handshake timeout {}",
+                t.cert_file,
+                t.key_file,
+                humantime::format_rfc3339_seconds(t.expires()),
+                d(s.timeouts.tls_handshake)
+            )
+        },
+    );
+    let _ = writeln!(out, "  tls: {tls}");
     let trusted: Vec<String> = s
         .trusted_proxies
         .ranges()
@@ -272,9 +294,21 @@ async fn run(path: PathBuf) -> ExitCode {
             let admin = server
                 .admin_addr()
                 .map_or_else(|| "none".to_owned(), |a| a.to_string());
-            info!(store = %settings.store.url, routes = settings.routes.len(), %admin, "listening on {addr}")
+            let tls = if settings.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            info!(store = %settings.store.url, routes = settings.routes.len(), %admin, %tls, "listening on {addr}")
         }
         Err(err) => warn!(error = %err, "listening (address unknown)"),
+    }
+    if let Some(warning) = settings
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.expiry_warning(std::time::SystemTime::now()))
+    {
+        warn!("{}: {warning}", path.display());
     }
     drop(settings);
     let reloader = server.reloader();

@@ -116,6 +116,10 @@ pub struct Metrics {
     upstream_up: Family<UpstreamLabel, Gauge>,
     upstream_failures: Family<UpstreamReason, Counter>,
     upstream_ejections: Family<UpstreamLabel, Counter>,
+    /// With `tls`: handshakes that failed (`error`) or did not finish in time (`timeout`).
+    tls_handshake_failures: Family<ReasonLabel, Counter>,
+    /// With `tls`: the served certificate's notAfter (Unix seconds).
+    tls_certificate_expiry: Gauge,
     /// Requests that matched no route, made on first use so that a proxy that never sees
     /// one shows no series for them.
     unrouted: OnceLock<RouteMetrics>,
@@ -158,6 +162,8 @@ impl Metrics {
             upstream_up: upstream_up.clone(),
             upstream_failures: upstream_failures.clone(),
             upstream_ejections: upstream_ejections.clone(),
+            tls_handshake_failures: Family::default(),
+            tls_certificate_expiry: Gauge::default(),
             unrouted: OnceLock::new(),
             registry: Registry::default(),
         };
@@ -274,6 +280,37 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Registers the TLS families: only a proxy that serves HTTPS shows them, so that an alert
+    /// on the expiry (`expiry - time() < 14 days`) never fires on a plain listener's zero.
+    /// Turning TLS on or off needs a restart, so this is decided once.
+    pub fn register_tls(&mut self) {
+        self.registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the proxy listener that failed (error) or did not finish within timeouts.tls_handshake (timeout)",
+            self.tls_handshake_failures.clone(),
+        );
+        for reason in ["error", "timeout"] {
+            let _ = self
+                .tls_handshake_failures
+                .get_or_create(&ReasonLabel { reason });
+        }
+        self.registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the certificate new TLS handshakes get, as Unix time (updated on reload)",
+            self.tls_certificate_expiry.clone(),
+        );
+    }
+
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn tls_certificate_expires(&self, not_after: i64) {
+        self.tls_certificate_expiry.set(not_after);
     }
 
     pub fn reloaded(&self, ok: bool) {

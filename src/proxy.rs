@@ -54,7 +54,11 @@ pub struct Proxy {
 impl Proxy {
     /// Needs a Tokio runtime (health checks are started).
     pub fn new(settings: Settings, store: Store) -> Proxy {
-        let metrics = Metrics::new(store.error_counter());
+        let mut metrics = Metrics::new(store.error_counter());
+        if let Some(tls) = &settings.tls {
+            metrics.register_tls();
+            metrics.tls_certificate_expires(tls.not_after);
+        }
         let health = HealthRegistry::new();
         let upstream = Arc::new(UpstreamClient::new(settings.timeouts.upstream_connect));
         let live = Live::new(settings, &metrics, &health, &upstream);
@@ -221,6 +225,7 @@ impl Proxy {
         forwarded::apply(
             &mut parts.headers,
             connection.peer.ip(),
+            connection.tls,
             &settings.trusted_proxies,
         );
         debug!(headers = ?redacted(live, &parts.headers), "to upstream");

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use crate::certificate::CertResolver;
 use crate::config::{ConfigError, Settings};
 use crate::logging;
 use crate::proxy::Proxy;
@@ -31,11 +32,21 @@ pub struct Reloader {
     proxy: Arc<Proxy>,
     /// The listener's connection slots: `limits.max_connections` changes live through it.
     slots: Arc<Semaphore>,
+    /// With `tls`: where new handshakes find their certificate, swapped by each reload.
+    certificate: Option<Arc<CertResolver>>,
 }
 
 impl Reloader {
-    pub(crate) fn new(proxy: Arc<Proxy>, slots: Arc<Semaphore>) -> Reloader {
-        Reloader { proxy, slots }
+    pub(crate) fn new(
+        proxy: Arc<Proxy>,
+        slots: Arc<Semaphore>,
+        certificate: Option<Arc<CertResolver>>,
+    ) -> Reloader {
+        Reloader {
+            proxy,
+            slots,
+            certificate,
+        }
     }
 
     /// Reads `path` and applies it; logs the outcome and counts it in the metrics.
@@ -69,6 +80,15 @@ impl Reloader {
             });
         }
         self.resize(old.limits.max_connections, settings.limits.max_connections);
+        // The files were read and checked with the rest (`Settings::load`): a certificate that
+        // cannot be loaded refused the whole file above, as `check` would.
+        if let (Some(resolver), Some(tls)) = (&self.certificate, &settings.tls) {
+            resolver.replace(tls.key.clone());
+            self.proxy.metrics().tls_certificate_expires(tls.not_after);
+            if let Some(warning) = tls.expiry_warning(std::time::SystemTime::now()) {
+                warn!("{}: {warning}", file);
+            }
+        }
         logging::set_format(settings.log);
         self.proxy.replace(settings);
         self.proxy.metrics().reloaded(true);
@@ -91,7 +111,8 @@ impl Reloader {
     }
 }
 
-/// The keys whose change needs a restart: the listeners' addresses are bound sockets, and the
+/// The keys whose change needs a restart: the listeners' addresses are bound sockets (and
+/// whether the proxy's speaks TLS), and the
 /// store's connections (with their address, credentials, TLS, key prefix and timeout) are
 /// shared by every request and outlive reloads.
 fn fixed_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
@@ -101,6 +122,10 @@ fn fixed_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     }
     if old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen) {
         keys.push("admin.listen");
+    }
+    // The listener is TLS or not for its whole life; the certificate itself changes live.
+    if old.tls.is_some() != new.tls.is_some() {
+        keys.push("tls");
     }
     if old.limits.listen_backlog != new.limits.listen_backlog {
         keys.push("limits.listen_backlog");

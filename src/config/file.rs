@@ -28,6 +28,17 @@ pub struct FileConfig {
     pub admin: Option<AdminFile>,
     #[serde(default)]
     pub log: LogFile,
+    /// HTTPS on `listen`; absent = plain HTTP/1.1 and h2c.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsFile>,
+}
+
+/// The listener's certificate chain and private key, in PEM files (re-read on reload).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -394,6 +405,10 @@ pub struct TimeoutsFile {
     /// closed.
     #[serde(default = "default_tunnel_idle", with = "humantime_serde")]
     pub tunnel_idle: Duration,
+    /// With `tls`: how long a client may take to complete its TLS handshake (it holds a
+    /// connection slot meanwhile).
+    #[serde(default = "default_tls_handshake", with = "humantime_serde")]
+    pub tls_handshake: Duration,
 }
 
 impl Default for TimeoutsFile {
@@ -408,6 +423,7 @@ impl Default for TimeoutsFile {
             client_write_idle: default_client_write_idle(),
             shutdown_grace: default_shutdown_grace(),
             tunnel_idle: default_tunnel_idle(),
+            tls_handshake: default_tls_handshake(),
         }
     }
 }
@@ -478,6 +494,11 @@ fn default_shutdown_grace() -> Duration {
 /// FIN gives its connection slot back within minutes, not HAProxy's usual hour.
 fn default_tunnel_idle() -> Duration {
     Duration::from_secs(10 * 60)
+}
+/// As `header_read`: a handshake is a few round trips, so a client still at it after this
+/// long is stalling on purpose or on a dead network.
+fn default_tls_handshake() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// The names as written in the file, for summaries and messages.

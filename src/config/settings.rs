@@ -16,6 +16,7 @@ use super::file::{
     SessionMode, StoreFile,
 };
 use super::Problem;
+use crate::certificate::ServerCertificate;
 use crate::routing::Destination;
 use crate::session::fingerprint::Fingerprints;
 use crate::session::keys::MIN_KEY_BYTES;
@@ -38,6 +39,8 @@ pub struct Settings {
     pub limits: Limits,
     pub admin: Option<AdminSettings>,
     pub log: LogFormat,
+    /// HTTPS on `listen`: the certificate and key, read and checked. `None`: plain HTTP.
+    pub tls: Option<ServerCertificate>,
 }
 
 /// The operators' listener.
@@ -197,6 +200,7 @@ pub struct Timeouts {
     pub client_write_idle: Duration,
     pub shutdown_grace: Duration,
     pub tunnel_idle: Duration,
+    pub tls_handshake: Duration,
 }
 
 /// Collects every problem in the file rather than stopping at the first, so one run of
@@ -388,6 +392,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         client_write_idle: file.timeouts.client_write_idle,
         shutdown_grace: file.timeouts.shutdown_grace,
         tunnel_idle: file.timeouts.tunnel_idle,
+        tls_handshake: file.timeouts.tls_handshake,
     };
     for (name, value) in [
         ("header_read", timeouts.header_read),
@@ -398,6 +403,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         ("upstream_read_idle", timeouts.upstream_read_idle),
         ("client_write_idle", timeouts.client_write_idle),
         ("tunnel_idle", timeouts.tunnel_idle),
+        ("tls_handshake", timeouts.tls_handshake),
     ] {
         if value.is_zero() {
             problems.add(format!("timeouts.{name}"), "must be greater than zero");
@@ -483,6 +489,12 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         AdminSettings { listen, token }
     });
 
+    let listener_tls = file.tls.and_then(|tls| {
+        ServerCertificate::load(&tls.cert_file, &tls.key_file)
+            .map_err(|err| problems.add(err.key_path(), err.to_string()))
+            .ok()
+    });
+
     // Names label metrics, so two routes may not share one. An unnamed route is named by its
     // host and prefix; a second route with the same ones can never match (the first wins).
     let mut names = std::collections::HashMap::new();
@@ -536,6 +548,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
             limits,
             admin,
             log: file.log.format,
+            tls: listener_tls,
         }),
         _ => Err(problems.0),
     }

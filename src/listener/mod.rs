@@ -1,9 +1,10 @@
-//! The listener: accepts connections, serves each with hyper (HTTP/1.1 and h2c) under the
-//! connection deadlines of `deadline` and the limits of the live configuration, runs the
-//! admin listener beside it, and drains gracefully on shutdown.
+//! The listener: accepts connections, serves each with hyper (HTTP/1.1 and h2c, or HTTPS
+//! through `tls`) under the connection deadlines of `deadline` and the limits of the live
+//! configuration, runs the admin listener beside it, and drains gracefully on shutdown.
 
 mod deadline;
 mod streams;
+mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,8 +16,9 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
@@ -29,6 +31,7 @@ use crate::reload::Reloader;
 use crate::store::{Store, StoreError};
 use deadline::{Activity, Deadlines, TrackedBody, WatchedIo};
 use streams::StreamExecutor;
+use tls::TlsFront;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -40,6 +43,8 @@ pub enum StartError {
     },
     #[error("cannot open the session store")]
     Store(#[source] StoreError),
+    #[error("cannot set up TLS on the listener")]
+    Tls(#[source] rustls::Error),
 }
 
 /// A bound proxy (and admin listener, when configured), ready to serve.
@@ -49,6 +54,8 @@ pub struct Server {
     proxy: Arc<Proxy>,
     /// One permit per client connection (`limits.max_connections`).
     slots: Arc<Semaphore>,
+    /// With `tls`: every connection is a TLS one.
+    tls: Option<TlsFront>,
 }
 
 /// Binds with our own backlog (tokio's `TcpListener::bind` uses a fixed one), and with
@@ -77,7 +84,12 @@ impl Server {
             Some(admin) => Some(bind(admin.listen, backlog)?),
             None => None,
         };
+        let tls = match &settings.tls {
+            Some(certificate) => Some(TlsFront::new(certificate).map_err(StartError::Tls)?),
+            None => None,
+        };
         Ok(Server {
+            tls,
             listener,
             admin,
             slots: Arc::new(Semaphore::new(settings.limits.max_connections)),
@@ -104,7 +116,11 @@ impl Server {
 
     /// Applies new configurations while `run` serves.
     pub fn reloader(&self) -> Reloader {
-        Reloader::new(self.proxy.clone(), self.slots.clone())
+        Reloader::new(
+            self.proxy.clone(),
+            self.slots.clone(),
+            self.tls.as_ref().map(TlsFront::resolver),
+        )
     }
 
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
@@ -129,13 +145,19 @@ impl Server {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let local = stream.local_addr().unwrap_or(peer);
-                        let open = self.proxy.metrics().open_connections.clone();
-                        let connection = Connection {
-                            peer,
-                            local,
-                            slot: Some(ConnectionSlot::new(slot, open)),
-                        };
-                        serve_connection(&self.proxy, &graceful, stream, connection);
+                        let _ = stream.set_nodelay(true);
+                        let connection = Connection { peer, local, slot: None, tls: false };
+                        match &self.tls {
+                            None => {
+                                let open = self.proxy.metrics().open_connections.clone();
+                                let connection = Connection {
+                                    slot: Some(ConnectionSlot::new(slot, open)),
+                                    ..connection
+                                };
+                                serve_connection(&self.proxy, graceful.watcher(), stream, connection, false);
+                            }
+                            Some(tls) => tls.accept(&self.proxy, graceful.watcher(), stream, connection, slot),
+                        }
                     }
                     Err(err) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -180,17 +202,20 @@ impl Server {
 }
 
 /// Serves one client connection under the limits and deadlines of the configuration live
-/// when it opened.
-fn serve_connection(
+/// when it opened. `h2`: the client chose HTTP/2 by ALPN, so no protocol detection.
+fn serve_connection<S>(
     proxy: &Arc<Proxy>,
-    graceful: &GracefulShutdown,
-    stream: TcpStream,
+    graceful: Watcher,
+    stream: S,
     connection: Connection,
-) {
-    let _ = stream.set_nodelay(true);
+    h2: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Activity::new();
     let live = proxy.live();
     let builder = http_builder(&live.settings, &activity);
+    let builder = if h2 { builder.http2_only() } else { builder };
     let timeouts = live.settings.timeouts;
     let deadlines = Deadlines {
         header_read: timeouts.header_read,

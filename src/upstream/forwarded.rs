@@ -42,10 +42,11 @@ impl TrustedProxies {
 ///
 /// From a trusted load balancer: the peer is appended to `X-Forwarded-For` (repeated lines
 /// joined into one list, as RFC 9110 §5.3 allows) and its `-Proto`/`-Host` are kept.
-/// From anyone else: `X-Forwarded-For` is the peer alone, `-Proto` is `http` (our listener),
+/// From anyone else: `X-Forwarded-For` is the peer alone, `-Proto` is our listener's (`https`
+/// when the client's connection is TLS, else `http`),
 /// `-Host` the request's `Host`, and `Forwarded`, `X-Forwarded-Port`, `-Prefix` and
 /// `X-Real-IP` are removed.
-pub fn apply(headers: &mut HeaderMap, peer: IpAddr, trusted: &TrustedProxies) {
+pub fn apply(headers: &mut HeaderMap, peer: IpAddr, tls: bool, trusted: &TrustedProxies) {
     let peer = peer.to_canonical();
     if !trusted.trusts(peer) {
         for name in [
@@ -72,7 +73,8 @@ pub fn apply(headers: &mut HeaderMap, peer: IpAddr, trusted: &TrustedProxies) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        let proto = if tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     if !headers.contains_key(&X_FORWARDED_HOST) {
         if let Some(host) = headers.get(HOST).cloned() {
@@ -104,13 +106,18 @@ mod tests {
     fn a_trusted_balancer_is_appended_to() {
         let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().expect("cidr")]);
         let mut h = request();
-        apply(&mut h, "10.0.0.9".parse().expect("ip"), &trusted);
+        apply(&mut h, "10.0.0.9".parse().expect("ip"), true, &trusted);
         assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_HOST], "evil.example");
         // IPv4-mapped IPv6 peers are matched as IPv4.
         let mut h = request();
-        apply(&mut h, "::ffff:10.1.2.3".parse().expect("ip"), &trusted);
+        apply(
+            &mut h,
+            "::ffff:10.1.2.3".parse().expect("ip"),
+            false,
+            &trusted,
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.1.2.3");
     }
 
@@ -119,9 +126,13 @@ mod tests {
         let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().expect("cidr")]);
         for peer in ["203.0.113.7", "11.0.0.1", "::1"] {
             let mut h = request();
-            apply(&mut h, peer.parse().expect("ip"), &trusted);
+            apply(&mut h, peer.parse().expect("ip"), false, &trusted);
             assert_eq!(h[&X_FORWARDED_FOR], peer);
             assert_eq!(h[&X_FORWARDED_PROTO], "http");
+            // Over our own TLS listener the scheme is ours to say.
+            let mut h = request();
+            apply(&mut h, peer.parse().expect("ip"), true, &trusted);
+            assert_eq!(h[&X_FORWARDED_PROTO], "https");
             assert_eq!(h[&X_FORWARDED_HOST], "app.example.com");
             assert!(!h.contains_key(&X_REAL_IP) && !h.contains_key(FORWARDED));
         }
@@ -129,6 +140,7 @@ mod tests {
         apply(
             &mut h,
             "10.0.0.9".parse().expect("ip"),
+            false,
             &TrustedProxies::default(),
         );
         assert_eq!(
