@@ -22,23 +22,25 @@ use support::{eventually, Backend, Proxy, RawRequest};
 
 const GUARD: Duration = Duration::from_secs(30);
 
-/// A backend that answers every request with `response` and then neither sends another byte
-/// nor closes; it reports on `released` when the proxy closes the connection.
-async fn stalling_backend(response: &'static [u8]) -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
+/// A backend that reads each request head, then runs `serve` on the connection; it reports on
+/// the returned channel each time `serve` ends, which the two below arrange to mean that the
+/// proxy let go of the connection.
+async fn backend<F, Fut>(serve: F) -> (SocketAddr, mpsc::UnboundedReceiver<()>)
+where
+    F: Fn(TcpStream) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (released, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let released = released.clone();
+            let (released, serve) = (released.clone(), serve.clone());
             tokio::spawn(async move {
                 if read_head(&mut stream).await.is_none() {
                     return;
                 }
-                let _ = stream.write_all(response).await;
-                // Only the proxy closing the connection ends this read.
-                let mut rest = [0u8; 64];
-                while matches!(stream.read(&mut rest).await, Ok(n) if n > 0) {}
+                serve(stream).await;
                 let _ = released.send(());
             });
         }
@@ -46,31 +48,29 @@ async fn stalling_backend(response: &'static [u8]) -> (SocketAddr, mpsc::Unbound
     (addr, rx)
 }
 
-/// A backend that answers with a body far larger than any buffer on the way, written as fast
-/// as the proxy takes it; it reports on `released` when a write fails because the proxy
-/// closed the connection.
+/// Answers every request with `response`, then neither sends another byte nor closes: only
+/// the proxy closing the connection ends it.
+async fn stalling_backend(response: &'static [u8]) -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
+    backend(move |mut stream: TcpStream| async move {
+        let _ = stream.write_all(response).await;
+        let mut rest = [0u8; 64];
+        while matches!(stream.read(&mut rest).await, Ok(n) if n > 0) {}
+    })
+    .await
+}
+
+/// Answers with a body far larger than any buffer on the way, written as fast as the proxy
+/// takes it, until a write fails because the proxy closed the connection.
 async fn endless_backend() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (released, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let released = released.clone();
-            tokio::spawn(async move {
-                if read_head(&mut stream).await.is_none() {
-                    return;
-                }
-                let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\n";
-                if stream.write_all(head).await.is_err() {
-                    return;
-                }
-                let chunk = vec![b'x'; 64 * 1024];
-                while stream.write_all(&chunk).await.is_ok() {}
-                let _ = released.send(());
-            });
+    backend(|mut stream: TcpStream| async move {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\n";
+        if stream.write_all(head).await.is_err() {
+            return;
         }
-    });
-    (addr, rx)
+        let chunk = vec![b'x'; 64 * 1024];
+        while stream.write_all(&chunk).await.is_ok() {}
+    })
+    .await
 }
 
 async fn read_head(stream: &mut TcpStream) -> Option<()> {
