@@ -15,6 +15,8 @@
 #                            waits up to 15 s for URL to answer with any HTTP status
 #   cleanup                  stops every pid in PIDS and removes $TMP
 #   cleanup_on_exit          sets the traps that run cleanup on exit and on INT/TERM
+#   start_redis              redis-server without persistence on a free port (REDIS_PORT),
+#                            under $TMP, stopped by cleanup
 # and the variables PIDS (the processes started by the script, stopped by cleanup) and TAKEN
 # (the ports free_port has handed out). Sourcing it only defines these; the script sets TMP
 # (a temporary directory) before it calls cleanup_on_exit.
@@ -100,4 +102,18 @@ wait_http() {
         sleep 0.1
     done
     die "$what did not come up at $url (logs in $TMP)"
+}
+
+# start_redis: a redis-server without persistence on a free port (REDIS_PORT), under $TMP,
+# stopped on exit; waits up to 15 s for it to answer. Needs REDIS_SERVER and REDIS_CLI.
+start_redis() {
+    free_port REDIS_PORT
+    "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$TMP" --logfile "$TMP/redis.log" &
+    PIDS+=($!)
+    for _ in $(seq 1 150); do
+        "$REDIS_CLI" -p "$REDIS_PORT" ping >/dev/null 2>&1 && return
+        sleep 0.1
+    done
+    die "redis-server did not start"
 }

@@ -170,15 +170,7 @@ start_nginx() {
 
 # --- Redis -------------------------------------------------------------------------------
 
-free_port REDIS_PORT
-"$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-    --dir "$TMP" --logfile "$TMP/redis.log" &
-PIDS+=($!)
-for _ in $(seq 1 150); do
-    "$REDIS_CLI" -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
-    sleep 0.1
-done
-"$REDIS_CLI" -p "$REDIS_PORT" ping >/dev/null 2>&1 || die "redis-server did not start"
+start_redis
 
 # --- nginx backend -----------------------------------------------------------------------
 
