@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use stickless::config::Settings;
 use stickless::listener::Server;
 
+pub mod apps;
 pub mod binary;
 pub mod topology;
 
