@@ -148,6 +148,15 @@ def make_app():
 
         return flask.Response(body())
 
+    @app.route("/teardown")
+    def teardown_route():
+        return "ok"
+
+    @app.teardown_request
+    def change_in_teardown(error):
+        if flask.request.path == "/teardown":
+            session["torn"] = 1
+
     @app.route("/bad-value", methods=["POST"])
     def bad_value():
         session["set"] = {1, 2}
@@ -381,8 +390,15 @@ class SessionInterfaceTest(unittest.TestCase):
         self.assertIn("LOST", output)
         self.assertIn("late", output)
 
+    def test_a_change_in_teardown_is_logged_as_lost(self):
+        with self.assertLogs(self.app.logger, "ERROR") as logs:
+            response = self.proxy.request("GET", "/teardown")
+            response.close()
+        self.assertEqual(self.proxy.attributes, {})
+        self.assertIn("torn", "\n".join(logs.output))
+
     def test_no_log_when_nothing_changes_after_the_headers(self):
-        with self.assertNoLogs(self.app.logger, "ERROR") if hasattr(self, "assertNoLogs") else _nothing():
+        with self.assertNoLogs(self.app.logger, "ERROR"):
             response = self.proxy.request("POST", "/set/user/alice")
             response.close()
 
@@ -392,14 +408,6 @@ class SessionInterfaceTest(unittest.TestCase):
         with app.test_request_context("/"):
             self.assertFalse(stickless_session.rotate())
             self.assertIsNone(stickless_session.session_id())
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":
