@@ -147,7 +147,10 @@ function decodeValue(text) {
 
 const STATE = Symbol('stickless-session.state');
 
-/** The object behind `req.session`: the session's keys as its own enumerable properties. */
+/**
+ * The object behind `req.session`: the session's keys are its own enumerable properties; its
+ * methods (on the prototype), `id` and `cookie` are not keys.
+ */
 class Session {
   constructor(state, data) {
     Object.defineProperty(this, STATE, { value: state });
@@ -211,12 +214,6 @@ class Session {
   }
 }
 
-// The methods are not session keys.
-for (const method of ['touch', 'resetMaxAge', 'save', 'reload', 'regenerate', 'destroy', 'id']) {
-  const descriptor = Object.getOwnPropertyDescriptor(Session.prototype, method);
-  Object.defineProperty(Session.prototype, method, { ...descriptor, enumerable: false });
-}
-
 /**
  * Stands in for express-session's Cookie. The session cookie's settings belong to the proxy
  * (`session.cookie` and the timeouts in proxy.yaml); values set here are kept for the request
@@ -232,10 +229,6 @@ class Cookie {
     this.expires = null;
     this.originalMaxAge = null;
     this.maxAge = null;
-  }
-
-  get data() {
-    return { ...this };
   }
 
   serialize() {
