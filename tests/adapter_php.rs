@@ -557,12 +557,20 @@ async fn a_change_after_output_was_flushed_is_logged_as_lost() {
     // Written with session_write_close() before the flush: kept.
     let response = browser.get("/?do=closed-first").await;
     assert_eq!(response.text(), "streaming\n");
+    // Written, then every queued header taken back with header_remove(): set again.
+    let response = browser.get("/?do=cleared").await;
+    assert_eq!(response.text(), "cleared\n");
     // Output before the change but not flushed: the adapter's buffer holds it until the end.
     let response = browser.get("/?do=after-output").await;
     assert_eq!(response.text().len(), 10001);
     let me = page(&browser.get("/?do=show").await, &rig);
     assert_eq!(
         me.keys.get("early").map(String::as_str),
+        Some("s:4:\"kept\";"),
+        "{me:?}"
+    );
+    assert_eq!(
+        me.keys.get("cleared").map(String::as_str),
         Some("s:4:\"kept\";"),
         "{me:?}"
     );

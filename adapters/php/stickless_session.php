@@ -437,11 +437,10 @@ final class Handler implements \SessionHandlerInterface, \SessionIdInterface, \S
     public function onFlush($buffer, $phase)
     {
         try {
-            if ($this->decoded) {
-                $this->dropCookie();
-            }
-            if ($this->open && session_status() === PHP_SESSION_ACTIVE && !$this->io->headersSent($file, $line)) {
-                $this->commit(isset($_SESSION) && is_array($_SESSION) ? $this->encodeAll($_SESSION) : null);
+            if ($this->decoded && !$this->io->headersSent($file, $line)) {
+                $live = $this->open && session_status() === PHP_SESSION_ACTIVE && isset($_SESSION) && is_array($_SESSION);
+                // Everything again, in case the application called header_remove() since.
+                $this->commit($live ? $this->encodeAll($_SESSION) : null, true);
             }
         } catch (\Throwable $e) {
             $this->loud('stickless_session: ERROR preparing session headers: ' . $e->getMessage());
@@ -486,8 +485,11 @@ final class Handler implements \SessionHandlerInterface, \SessionIdInterface, \S
         }
     }
 
-    /** @param array|null $live the open session's current values, when committing early */
-    private function commit($live)
+    /**
+     * @param array|null $live  the open session's current values, when committing early
+     * @param bool       $again set every header even if it was set before
+     */
+    private function commit($live, $again = false)
     {
         $this->dropCookie();
         $final = $live !== null ? $live : $this->final;
@@ -503,12 +505,12 @@ final class Handler implements \SessionHandlerInterface, \SessionIdInterface, \S
         foreach ($errors as $error) {
             $this->loud('stickless_session: ERROR ' . $error);
         }
-        $this->emit($headers);
+        $this->emit($headers, $again);
     }
 
-    private function emit(array $headers)
+    private function emit(array $headers, $again)
     {
-        if (self::same($headers, $this->emitted)) {
+        if (!$again && self::same($headers, $this->emitted)) {
             return;
         }
         if ($this->io->headersSent($file, $line)) {

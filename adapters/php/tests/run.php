@@ -439,6 +439,17 @@ test('handler: the output callback sends the open session\'s changes before head
     same(array(), $io->logs, 'nothing lost');
 });
 
+test('handler: the output callback sets the headers again after header_remove()', function () {
+    $io = request(ID, alice(), function (Recorder $io, Handler $handler) {
+        session_start();
+        $_SESSION['a'] = 1;
+        session_write_close();
+        $io->headers = array();
+        $handler->onFlush('', PHP_OUTPUT_HANDLER_FINAL);
+    });
+    same(array('X-Session-Set-a' => 'i:1;'), $io->headers, 'headers');
+});
+
 test('handler: a key too long for a name is logged, the rest saved', function () {
     $io = request(ID, alice(), function () {
         session_start();

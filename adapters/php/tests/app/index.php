@@ -123,6 +123,14 @@ switch ($do) {
         ob_flush();
         flush();
         break;
+    case 'cleared':
+        // The session written, then every header the application queued taken back.
+        session_start();
+        $_SESSION['cleared'] = 'kept';
+        session_write_close();
+        header_remove();
+        echo "cleared\n";
+        break;
     case 'after-output':
         // Output before the change, not flushed: the adapter's buffer still holds it.
         echo str_repeat('x', 10000), "\n";
