@@ -157,8 +157,9 @@ final class ProxySession implements HttpSession {
             }
             Codec.attributeName(name); // refuses names too long for the proxy, here and now
             old = values.put(name, value);
-            state.changed();
         }
+        // Outside this session's lock: SessionState locks itself, then sessions.
+        state.changed();
         if (value instanceof HttpSessionBindingListener) {
             ((HttpSessionBindingListener) value).valueBound(new HttpSessionBindingEvent(this, name, value));
         }
@@ -176,8 +177,8 @@ final class ProxySession implements HttpSession {
                 return;
             }
             old = values.remove(name);
-            state.changed();
         }
+        state.changed();
         if (old instanceof HttpSessionBindingListener) {
             ((HttpSessionBindingListener) old).valueUnbound(new HttpSessionBindingEvent(this, name, old));
         }
@@ -190,8 +191,8 @@ final class ProxySession implements HttpSession {
             check("invalidate");
             valid = false;
             unbound = new LinkedHashMap<>(values);
-            state.invalidated(this);
         }
+        state.invalidated(this);
         for (Map.Entry<String, Object> entry : unbound.entrySet()) {
             Object value = entry.getValue();
             if (value instanceof HttpSessionBindingListener) {
