@@ -448,12 +448,6 @@ final class Handler implements \SessionHandlerInterface, \SessionIdInterface, \S
         return $buffer;
     }
 
-    /** The headers this request would send now (for tests and diagnostics). */
-    public function emitted()
-    {
-        return $this->emitted;
-    }
-
     private function decode()
     {
         if ($this->decoded) {
