@@ -9,9 +9,10 @@
 #   (stock Adminer 4.8.1 refuses SQLite log-ins without a password, and its SQLite driver
 #   refuses any password).
 #
-# Taken from the installed package when there is one (`apt-get install adminer`), else
-# downloaded with `apt-get download` and unpacked with dpkg-deb (no root needed). Needs
-# php-cli and php-sqlite3 (the SQLite driver) installed to run the tests. Idempotent.
+# Taken from the installed package when there is one, else downloaded with `apt-get download`
+# and unpacked with dpkg-deb (no root needed; `apt-get install adminer` would also pull in a web
+# server through its dependencies). Needs php-cli and php-sqlite3 (the SQLite driver)
+# installed to run the tests. Idempotent.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -40,8 +41,13 @@ case "$installed" in
 *)
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    (cd "$work" && apt-get download -q "adminer=$version-*" >/dev/null 2>&1) ||
-        (cd "$work" && apt-get download -q adminer >/dev/null)
+    # Only the package (apt-get install would pull in a web server through its dependencies).
+    fetch() { (cd "$work" && apt-get download -q adminer >/dev/null 2>&1); }
+    if ! fetch; then
+        # Package lists not fetched yet on a fresh machine.
+        [ "$(id -u)" = 0 ] && apt-get update -qq >/dev/null
+        fetch || { echo "thirdparty/php: apt-get download adminer failed" >&2; exit 1; }
+    fi
     deb=$(ls "$work"/adminer_*.deb)
     case "$(dpkg-deb -f "$deb" Version)" in
     "$version"-*) ;;
