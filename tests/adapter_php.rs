@@ -87,9 +87,20 @@ impl Rig {
         }
     }
 
-    /// The demo application, with the adapter or without it (the control).
+    /// The demo application, with the adapter or without it (the control), every PHP
+    /// diagnostic on.
     async fn demo(stickless: bool) -> Rig {
-        Rig::start(&adapter_dir().join("tests").join("app"), stickless, &[]).await
+        let root = adapter_dir().join("tests").join("app");
+        Rig::start(&root, stickless, &["error_reporting=-1"]).await
+    }
+
+    /// Lines PHP logged about the code (`PHP Warning:`, `PHP Deprecated:`, ...).
+    fn php_diagnostics(&self) -> Vec<String> {
+        self.logs()
+            .lines()
+            .filter(|l| l.contains("] PHP ") && !l.contains("Development Server"))
+            .map(str::to_owned)
+            .collect()
     }
 
     fn browser(&self) -> Browser {
@@ -320,6 +331,7 @@ async fn login_cart_and_typed_values_survive_alternating_instances() {
     assert_eq!(rig.sessions().len(), 1);
     assert_eq!(browser.cookies.keys().collect::<Vec<_>>(), ["SESSION"]);
     assert_eq!(rig.php_session_files(), Vec::<PathBuf>::new());
+    assert_eq!(rig.php_diagnostics(), Vec::<String>::new());
 }
 
 /// The demo's page from a browser that holds `cookie` (an old id), in the same alternation.
@@ -406,6 +418,7 @@ async fn rotation_keeps_data_and_kills_the_old_id_then_logout_ends_it() {
     assert!(me.keys.is_empty(), "{me:?}");
     assert!(rig.sessions().is_empty(), "no session left in Redis");
     assert_eq!(rig.php_session_files(), Vec::<PathBuf>::new());
+    assert_eq!(rig.php_diagnostics(), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
