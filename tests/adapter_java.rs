@@ -449,6 +449,16 @@ async fn control_scenario(proxy: &Proxy) {
     );
 }
 
+/// Only the jar in WEB-INF/lib, nothing declared in web.xml: its web-fragment.xml installs
+/// the filter.
+async fn fragment_scenario(proxy: &Proxy) {
+    let mut browser = Browser::new(proxy.addr);
+    page(&mut browser, "/fragment/s/set?key=k&value=v").await;
+    for shown in on_both(&mut browser, "/fragment/s/show").await {
+        assert_eq!(attr(&shown, "k").as_deref(), Some("java.lang.String v"));
+    }
+}
+
 /// A request sent straight to one instance, carrying session headers as the proxy would.
 async fn direct(app: &App, path: &str, headers: &[(&str, &str)]) -> RawResponse {
     let mut request = RawRequest::new(app.addr(), "GET", path);
@@ -557,18 +567,13 @@ async fn tomcat_sessions_survive_round_robin() {
     own_app_scenarios(&proxy, &redis, &apps).await;
     control_scenario(&proxy).await;
 
-    // Only the jar in WEB-INF/lib, nothing declared: its web-fragment.xml installs the filter.
-    let mut browser = Browser::new(proxy.addr);
-    page(&mut browser, "/fragment/s/set?key=k&value=v").await;
-    for shown in on_both(&mut browser, "/fragment/s/show").await {
-        assert_eq!(attr(&shown, "k").as_deref(), Some("java.lang.String v"));
-    }
-
+    fragment_scenario(&proxy).await;
     examples_scenario(&proxy).await;
     examples_control(&proxy).await;
 }
 
-/// Two Jetty 9.4 instances with the javax jar (Servlet 3.1/4): the same scenarios.
+/// Two Jetty 9.4 instances with the javax jar (Servlet 3.1/4): the same scenarios, the
+/// control and the web-fragment install.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetty_sessions_survive_round_robin() {
     if !have("a JDK (javac)", jdk_present()) || !have("Jetty 9 (jetty9)", jetty_present()) {
@@ -578,6 +583,7 @@ async fn jetty_sessions_survive_round_robin() {
     let contexts = vec![
         ("app", webapps.join("app")),
         ("plain", webapps.join("plain")),
+        ("fragment", webapps.join("fragment")),
     ];
     let apps = pair(|instance| jetty(instance, &contexts));
     let redis = RedisServer::start();
@@ -587,6 +593,7 @@ async fn jetty_sessions_survive_round_robin() {
     delta_scenario(&apps[1]).await;
     own_app_scenarios(&proxy, &redis, &apps).await;
     control_scenario(&proxy).await;
+    fragment_scenario(&proxy).await;
 }
 
 // ---------------------------------------------------------------------------------------------
