@@ -15,10 +15,11 @@
 #
 # The binary is linked against glibc 2.28 with cargo-zigbuild and zig (PyPI's `ziglang`), so
 # it runs on systems older than the one building it; both are installed under
-# target/package-tools when missing. Also needs binutils (objcopy, objdump), dpkg-deb and
-# rpmbuild (Debian: `apt-get install binutils dpkg-dev rpm`).
+# target/package-tools when missing (zig in a Python venv). Also needs binutils (objcopy,
+# objdump), dpkg-deb and rpmbuild (Debian: `apt-get install binutils python3-venv rpm`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/common.sh
 . scripts/common.sh
 
 GLIBC=2.28
@@ -48,12 +49,16 @@ mkdir -p dist "$out"
 tools=$PWD/target/package-tools
 if [ "$build" = 1 ]; then
     if ! command -v zig >/dev/null; then
-        if [ ! -x "$tools/ziglang/ziglang/zig" ]; then
-            say "installing zig (PyPI ziglang) into $tools/ziglang"
-            python3 -m pip install --quiet --disable-pip-version-check \
-                --target "$tools/ziglang" ziglang
+        # A virtual environment of its own: Debian's python refuses pip installs outside one.
+        zig=$(find "$tools/venv" -path '*/ziglang/zig' -type f 2>/dev/null | head -1 || true)
+        if [ -z "$zig" ]; then
+            say "installing zig (PyPI ziglang) into $tools/venv"
+            python3 -m venv "$tools/venv"
+            "$tools/venv/bin/pip" install --quiet --disable-pip-version-check ziglang
+            zig=$(find "$tools/venv" -path '*/ziglang/zig' -type f | head -1)
         fi
-        export PATH="$tools/ziglang/ziglang:$PATH"
+        [ -x "$zig" ] || die "no zig in $tools/venv"
+        export PATH="${zig%/zig}:$PATH"
     fi
     if ! cargo zigbuild --help >/dev/null 2>&1; then
         if [ ! -x "$tools/bin/cargo-zigbuild" ]; then
