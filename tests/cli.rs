@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use support::binary::{write_config, Instance, BIN};
-use support::{Backend, RawRequest, RedisServer};
+use support::{Backend, RawRequest, RawResponse, RedisServer};
 
 fn check(text: &str) -> Output {
     // Tests run in parallel: each check gets a folder of its own for its `check.yaml`.
@@ -556,8 +556,8 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_runs_two_instances_behind_one_proxy() {
+/// `stickless demo` on a free port, and the address its banner names.
+fn start_demo() -> (std::process::Child, SocketAddr) {
     let mut child = Command::new(BIN)
         .args(["demo", "--listen", "127.0.0.1:0"])
         .env("STICKLESS_LOG", "warn")
@@ -577,6 +577,22 @@ async fn demo_runs_two_instances_behind_one_proxy() {
         .and_then(|rest| rest.split('/').next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no URL in {url_line}"));
+    (child, addr)
+}
+
+async fn stop_demo(child: std::process::Child) {
+    let mut child = child;
+    support::send_signal(child.id(), "-INT");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_two_instances_behind_one_proxy() {
+    let (child, addr) = start_demo();
 
     let login = RawRequest::new(addr, "GET", "/login?user=alice")
         .send()
@@ -605,11 +621,120 @@ async fn demo_runs_two_instances_behind_one_proxy() {
         .send()
         .await;
     assert!(page.text().contains("not logged in"));
+    stop_demo(child).await;
+}
 
-    support::send_signal(child.id(), "-INT");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
+const BROWSER_ACCEPT: &str =
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+
+/// The instance a demo page names, from its HTML.
+fn page_instance(page: &RawResponse) -> String {
+    let text = page.text();
+    let at = text
+        .find("served by instance ")
+        .unwrap_or_else(|| panic!("no instance in {text}"));
+    text[at..].chars().skip(19).take(1).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_page_is_html_for_browsers_text_for_curl_and_favicons_keep_the_alternation() {
+    let (child, addr) = start_demo();
+    let page = |id: Option<String>| {
+        RawRequest::new(addr, "GET", "/")
+            .header("Accept", BROWSER_ACCEPT)
+            .session(id.as_deref())
+    };
+
+    // A browser gets a page: self-contained, sized for a phone, never cached.
+    let anonymous = page(None).send().await;
+    assert_eq!(anonymous.status, 200);
+    assert_eq!(
+        anonymous.header("content-type").as_deref(),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(
+        anonymous.header("cache-control").as_deref(),
+        Some("no-store")
+    );
+    let html = anonymous.text();
+    assert!(html.starts_with("<!doctype html>"), "{html}");
+    assert!(html.contains("name=\"viewport\""), "{html}");
+    assert!(
+        html.contains("href=\"/login?user=alice\""),
+        "a log-in link: {html}"
+    );
+    assert!(html.contains("<h1>Not logged in</h1>"), "{html}");
+    for external in ["src=", "href=\"http", "url(", "@import"] {
+        assert!(
+            !html.contains(external),
+            "no external assets ({external}): {html}"
+        );
+    }
+    assert!(
+        anonymous.issued_session().is_none(),
+        "anonymous visits create no session"
+    );
+
+    // curl's `Accept: */*` (or none) gets the text answer.
+    let text = RawRequest::new(addr, "GET", "/")
+        .header("Accept", "*/*")
+        .send()
+        .await;
+    assert_eq!(
+        text.header("content-type").as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    assert!(
+        text.text().starts_with("served by: instance "),
+        "{}",
+        text.text()
+    );
+
+    let login = RawRequest::new(addr, "GET", "/login?user=alice")
+        .header("Accept", BROWSER_ACCEPT)
+        .send()
+        .await;
+    assert_eq!(login.status, 303);
+    assert_eq!(login.header("location").as_deref(), Some("/"));
+    let id = login.issued_session().expect("session");
+
+    // Reloads alternate strictly, with the browser's own icon requests in between.
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let response = page(Some(id.clone())).send().await;
+        assert_eq!(response.status, 200);
+        let html = response.text();
+        assert!(html.contains("Logged in as <em>alice</em>"), "{html}");
+        assert!(html.contains("href=\"/logout\""), "a log-out link: {html}");
+        assert!(
+            html.contains("<th>X-Session-User</th><td>alice</td>"),
+            "{html}"
+        );
+        seen.push(page_instance(&response));
+        for icon in [
+            "/favicon.ico",
+            "/apple-touch-icon.png",
+            "/apple-touch-icon-precomposed.png",
+        ] {
+            let icon = RawRequest::new(addr, "GET", icon)
+                .header("Accept", "image/avif,image/webp,*/*")
+                .session(Some(&id))
+                .send()
+                .await;
+            assert_eq!(icon.status, 200);
+            assert!(icon.issued_session().is_none() && !icon.clears_session());
+        }
+    }
+    let alternating = seen.windows(2).all(|pair| pair[0] != pair[1]);
+    assert!(alternating, "instances served in turn: {seen:?}");
+
+    let logout = RawRequest::new(addr, "GET", "/logout")
+        .header("Accept", BROWSER_ACCEPT)
+        .session(Some(&id))
+        .send()
+        .await;
+    assert!(logout.clears_session());
+    let after = page(Some(id)).send().await;
+    assert!(after.text().contains("<h1>Not logged in</h1>"));
+    stop_demo(child).await;
 }

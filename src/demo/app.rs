@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, LOCATION};
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -14,6 +14,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+
+use super::page::{self, Page};
 
 /// Binds an instance on a free loopback port and serves it in the background.
 pub async fn spawn(name: &'static str) -> std::io::Result<SocketAddr> {
@@ -56,26 +58,80 @@ fn handle(instance: &str, request: &Request<Incoming>) -> Response<Full<Bytes>> 
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0)
                 + 1;
-            let id =
-                header(headers, "x-session-id").map(|id| format!("{}…", &id[..id.len().min(8)]));
-            let mut body = format!("served by: {instance}\n");
-            match &user {
-                Some(user) => body.push_str(&format!(
-                    "logged in as: {}\nsession: {}\nvisits this session: {visits}\n\nlog out: /logout\n",
-                    escape(user),
-                    id.unwrap_or_default()
-                )),
-                None => body.push_str("not logged in\n\nlog in: /login?user=alice\n"),
-            }
-            let mut response = text(StatusCode::OK, body);
+            let id = header(headers, "x-session-id")
+                .map(|id| format!("{}…", id.chars().take(8).collect::<String>()));
+            let page = Page {
+                instance,
+                user: user.as_deref(),
+                id: id.as_deref(),
+                visits,
+                received: session_headers(headers),
+            };
+            let mut response = if wants_html(headers) {
+                let mut response = reply(StatusCode::OK, "text/html; charset=utf-8", page.html());
+                // A reload must reach an instance, not the browser's cache.
+                response
+                    .headers_mut()
+                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            } else {
+                reply(StatusCode::OK, TEXT, page.text())
+            };
             if user.is_some() {
                 // Anonymous visitors get no session: only logged-in ones count visits.
                 set(&mut response, "x-session-set-visits", &visits.to_string());
             }
             response
         }
-        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+        "/favicon.ico" | "/apple-touch-icon.png" | "/apple-touch-icon-precomposed.png" => {
+            let icon = page::ICON_SVG.replace("%23", "#");
+            let mut response = reply(StatusCode::OK, "image/svg+xml", icon);
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=86400"));
+            response
+        }
+        _ => reply(StatusCode::NOT_FOUND, TEXT, "not found\n".into()),
     }
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Browsers list `text/html` in `Accept`; curl sends `*/*` and gets text.
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/html"))
+}
+
+/// The session headers this instance received, in the order the proxy sent them.
+fn session_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-session-"))
+        .map(|(name, value)| {
+            (
+                display_name(name.as_str()),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `x-session-user` as `X-Session-User`, the way the README spells the protocol.
+fn display_name(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -85,18 +141,17 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
 fn redirect(session_headers: &[(&'static str, &str)]) -> Response<Full<Bytes>> {
-    let mut response = text(StatusCode::SEE_OTHER, String::new());
+    let mut response = reply(StatusCode::SEE_OTHER, TEXT, String::new());
     response
         .headers_mut()
         .insert(LOCATION, HeaderValue::from_static("/"));
@@ -124,10 +179,4 @@ fn query_param(query: &str, key: &str) -> Option<String> {
                 .collect()
         })
     })
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

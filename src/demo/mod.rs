@@ -2,6 +2,7 @@
 //! them, in one process, with no Redis needed.
 
 mod app;
+mod page;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -29,7 +30,7 @@ pub async fn run(
     // Written without `println!`, which panics once stdout is closed (a pipe whose reader
     // went away): the demo must keep serving whoever reads its output.
     let banner = format!(
-        "stickless demo: open http://{addr}/ (two app instances behind one proxy, embedded store)\n  \
+        "stickless demo: open http://{addr}/ in a browser (two app instances behind one proxy, embedded store)\n  \
          try: curl -c jar -b jar -L 'http://{addr}/login?user=alice'; then curl -b jar -c jar http://{addr}/ a few times\n  \
          Ctrl-C to stop\n"
     );
@@ -55,6 +56,14 @@ session:
     # Plain http on localhost: a Secure cookie would not come back from every client.
     secure: false
 routes:
+  # What a browser fetches on its own gets a route of its own, so it never takes an
+  # instance's round-robin turn: reloading the page alternates A, B, A, B.
+  - match: {{ path_prefix: "/favicon.ico" }}
+    upstreams: ["http://{a}"]
+    session: "off"
+  - match: {{ path_prefix: "/apple-touch-icon" }}
+    upstreams: ["http://{a}"]
+    session: "off"
   - match: {{ path_prefix: "/" }}
     upstreams: ["http://{a}", "http://{b}"]
 "#
