@@ -1,8 +1,12 @@
-//! The admin listener, for operators and their tools: liveness, readiness and metrics. It
-//! runs beside the proxy listener, keeps answering while the proxy drains (so readiness can
-//! say so), and none of its requests reaches the access log.
+//! The admin listener, for operators and their tools: liveness, readiness and metrics, and,
+//! with `admin.token_file`, the session API (`sessions`). It runs beside the proxy listener,
+//! keeps answering while the proxy drains (so readiness can say so), and none of its requests
+//! reaches the access log (the session API logs each call itself).
+
+mod sessions;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +50,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
         connections.spawn(async move {
             let service = service_fn(move |request| {
                 let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(answer(&proxy, request).await) }
+                async move { Ok::<_, Infallible>(answer(&proxy, request, peer).await) }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -60,7 +64,14 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
     }
 }
 
-async fn answer(proxy: &Proxy, request: Request<Incoming>) -> Response<ProxyBody> {
+async fn answer(
+    proxy: &Proxy,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    if let Some(call) = sessions::route(request.uri().path()) {
+        return sessions::answer(proxy, &request, call, peer).await;
+    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
     }

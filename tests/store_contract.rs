@@ -11,7 +11,7 @@ use bytes::Bytes;
 use stickless::config::{OnUnavailable, StoreSettings, TlsFiles};
 use stickless::session::id::SessionId;
 use stickless::session::record::Record;
-use stickless::store::{Delta, SessionStore, Store, StoreError, StoreUrl};
+use stickless::store::{Delta, Owners, Principal, SessionStore, Store, StoreError, StoreUrl};
 use support::topology::{Cluster, SentinelSet, TlsRedis};
 use support::RedisServer;
 
@@ -23,6 +23,9 @@ fn settings(url: &str) -> StoreSettings {
         timeout: Duration::from_millis(500),
         tls: Default::default(),
         durability: None,
+        // Every Redis topology writes events through the contract (the memory store has
+        // none); with the TLS server's minimal ACL user this checks the rule allows them.
+        events: Some(1000),
     }
 }
 
@@ -62,7 +65,7 @@ async fn contract(store: Store) {
     // Create / load round trip, byte for byte, with a TTL no longer than asked.
     let a = id();
     let first = record(&[("user", b"alice"), ("blob", b"\x00\xff\x80 ;,\"")]);
-    store.create(&a, &first, TTL).await.expect("create");
+    store.create(&a, &first, TTL, None).await.expect("create");
     let loaded = store.load(&a).await.expect("load").expect("present");
     assert_eq!(loaded.record, first);
     assert!(
@@ -82,6 +85,7 @@ async fn contract(store: Store) {
                 set: &set,
             },
             Duration::from_secs(120),
+            Owners::default(),
         )
         .await
         .expect("update");
@@ -108,6 +112,7 @@ async fn contract(store: Store) {
                         set: &set,
                     },
                     TTL,
+                    Owners::default(),
                 )
                 .await
         }));
@@ -131,16 +136,17 @@ async fn contract(store: Store) {
                 remove: &[],
                 set: &set
             },
-            TTL
+            TTL,
+            Owners::default()
         )
         .await
         .expect("update"));
-    store.touch(&missing, TTL).await.expect("touch");
+    store.touch(&missing, TTL, None).await.expect("touch");
     assert_eq!(store.load(&missing).await.expect("load"), None);
 
     // Touch sets the TTL of a live session.
     store
-        .touch(&a, Duration::from_secs(30))
+        .touch(&a, Duration::from_secs(30), None)
         .await
         .expect("touch");
     let loaded = store.load(&a).await.expect("load").expect("present");
@@ -149,7 +155,10 @@ async fn contract(store: Store) {
     // Rotate: the new id has the record, the old one is gone at once.
     let b = id();
     let rotated = record(&[("user", b"alice")]);
-    assert!(store.rotate(&a, &b, &rotated, TTL).await.expect("rotate"));
+    assert!(store
+        .rotate(&a, &b, &rotated, TTL, Owners::default())
+        .await
+        .expect("rotate"));
     assert_eq!(store.load(&a).await.expect("load"), None);
     assert_eq!(
         store.load(&b).await.expect("load").expect("present").record,
@@ -159,16 +168,19 @@ async fn contract(store: Store) {
     // Rotating a session that is gone resurrects nothing, under either id.
     let gone = id();
     assert!(!store
-        .rotate(&a, &gone, &rotated, TTL)
+        .rotate(&a, &gone, &rotated, TTL, Owners::default())
         .await
         .expect("rotate"));
     assert_eq!(store.load(&a).await.expect("load"), None);
     assert_eq!(store.load(&gone).await.expect("load"), None);
 
     // Delete.
-    store.delete(&b).await.expect("delete");
+    assert!(store.delete(&b, None).await.expect("delete"));
     assert_eq!(store.load(&b).await.expect("load"), None);
-    store.delete(&b).await.expect("deleting twice is fine");
+    assert!(!store
+        .delete(&b, None)
+        .await
+        .expect("deleting twice is fine"));
 
     // Expiry is honoured by the store itself.
     let c = id();
@@ -177,6 +189,7 @@ async fn contract(store: Store) {
             &c,
             &record(&[("user", b"carol")]),
             Duration::from_millis(300),
+            None,
         )
         .await
         .expect("create");
@@ -191,13 +204,177 @@ async fn contract(store: Store) {
                     remove: &[],
                     set: &set
                 },
-                TTL
+                TTL,
+                Owners::default()
             )
             .await
             .expect("update"),
         "no resurrection"
     );
     assert_eq!(store.load(&c).await.expect("load"), None);
+
+    principals(&store).await;
+}
+
+fn sorted(mut ids: Vec<SessionId>) -> Vec<String> {
+    let mut ids: Vec<String> = ids.drain(..).map(|id| id.as_str().to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+fn names(ids: &[&SessionId]) -> Vec<String> {
+    sorted(ids.iter().map(|id| (*id).clone()).collect())
+}
+
+/// The principal index: listed while alive, not after; follows updates, rotations, deletes.
+async fn principals(store: &Store) {
+    let alice = Principal::new(Bytes::from_static(b"alice"));
+    let bob = Principal::new(Bytes::from_static(b"b\xc3\xb6b / {x}"));
+    let nobody = Principal::new(Bytes::from_static(b"nobody"));
+    let (a1, a2, b1) = (id(), id(), id());
+    for (id, who) in [(&a1, &alice), (&a2, &alice), (&b1, &bob)] {
+        store
+            .create(id, &record(&[("user", &who.value)]), TTL, Some(who))
+            .await
+            .expect("create");
+    }
+    let loaded = store.load(&a1).await.expect("load").expect("present");
+    assert_eq!(loaded.principal.as_deref(), Some(alice.tag.as_str()));
+    assert_eq!(
+        sorted(store.sessions_of(&alice).await.expect("list")),
+        names(&[&a1, &a2])
+    );
+    assert_eq!(
+        sorted(store.sessions_of(&bob).await.expect("list")),
+        names(&[&b1])
+    );
+    assert!(store.sessions_of(&nobody).await.expect("list").is_empty());
+
+    // An update that changes the principal moves the session between indexes.
+    let set = [("user".to_string(), bob.value.clone())];
+    let moved = Owners {
+        old: Some(&alice),
+        new: Some(&bob),
+    };
+    assert!(store
+        .update(
+            &a2,
+            Delta {
+                remove: &[],
+                set: &set
+            },
+            TTL,
+            moved
+        )
+        .await
+        .expect("update"));
+    assert_eq!(
+        store
+            .load(&a2)
+            .await
+            .expect("load")
+            .expect("present")
+            .principal
+            .as_deref(),
+        Some(bob.tag.as_str())
+    );
+    assert_eq!(
+        sorted(store.sessions_of(&alice).await.expect("list")),
+        names(&[&a1])
+    );
+    assert_eq!(
+        sorted(store.sessions_of(&bob).await.expect("list")),
+        names(&[&a2, &b1])
+    );
+
+    // A rotation: the old id leaves, the new one joins; touching keeps it listed.
+    let a3 = id();
+    let same = Owners {
+        old: Some(&alice),
+        new: Some(&alice),
+    };
+    assert!(store
+        .rotate(&a1, &a3, &record(&[("user", b"alice")]), TTL, same)
+        .await
+        .expect("rotate"));
+    assert_eq!(
+        sorted(store.sessions_of(&alice).await.expect("list")),
+        names(&[&a3])
+    );
+    store
+        .touch(&a3, Duration::from_secs(90), Some(&alice.tag))
+        .await
+        .expect("touch");
+    assert_eq!(
+        sorted(store.sessions_of(&alice).await.expect("list")),
+        names(&[&a3])
+    );
+
+    // An update that removes the principal takes it out of the index.
+    let remove = ["user".to_string()];
+    let dropped = Owners {
+        old: Some(&alice),
+        new: None,
+    };
+    assert!(store
+        .update(
+            &a3,
+            Delta {
+                remove: &remove,
+                set: &[]
+            },
+            TTL,
+            dropped
+        )
+        .await
+        .expect("update"));
+    assert!(store.sessions_of(&alice).await.expect("list").is_empty());
+    assert_eq!(
+        store
+            .load(&a3)
+            .await
+            .expect("load")
+            .expect("present")
+            .principal,
+        None
+    );
+    assert!(store.delete(&a3, None).await.expect("delete"));
+
+    // Ending all of a principal's sessions: exactly theirs.
+    let other = id();
+    store
+        .create(&other, &record(&[("user", b"alice")]), TTL, Some(&alice))
+        .await
+        .expect("create");
+    assert_eq!(store.end_all(&bob).await.expect("end all"), 2);
+    assert_eq!(store.load(&a2).await.expect("load"), None);
+    assert_eq!(store.load(&b1).await.expect("load"), None);
+    assert!(store.sessions_of(&bob).await.expect("list").is_empty());
+    assert_eq!(store.end_all(&bob).await.expect("end all"), 0);
+    assert_eq!(
+        sorted(store.sessions_of(&alice).await.expect("list")),
+        names(&[&other])
+    );
+
+    // A deleted session leaves its index; one that expired is never listed.
+    assert!(store.delete(&other, Some(&alice)).await.expect("delete"));
+    let short = id();
+    store
+        .create(
+            &short,
+            &record(&[("user", b"alice")]),
+            Duration::from_millis(200),
+            Some(&alice),
+        )
+        .await
+        .expect("create");
+    assert_eq!(
+        sorted(store.sessions_of(&alice).await.expect("list")),
+        names(&[&short])
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store.sessions_of(&alice).await.expect("list").is_empty());
+    assert_eq!(store.end_all(&alice).await.expect("end all"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +392,9 @@ async fn redis_store_meets_the_contract() {
         redis
             .keys()
             .iter()
-            .all(|k| k.starts_with("contract:session:")),
+            .all(|k| k.starts_with("contract:session:")
+                || k.starts_with("contract:principal:")
+                || k == "contract:events"),
         "{:?}",
         redis.keys()
     );
@@ -224,20 +403,23 @@ async fn redis_store_meets_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_is_bounded() {
     let store = Store::open(&settings("memory://?max_sessions=2")).expect("open");
-    store.create(&id(), &record(&[]), TTL).await.expect("first");
+    store
+        .create(&id(), &record(&[]), TTL, None)
+        .await
+        .expect("first");
     let short = id();
     store
-        .create(&short, &record(&[]), Duration::from_millis(100))
+        .create(&short, &record(&[]), Duration::from_millis(100), None)
         .await
         .expect("second");
     assert!(matches!(
-        store.create(&id(), &record(&[]), TTL).await,
+        store.create(&id(), &record(&[]), TTL, None).await,
         Err(StoreError::Full)
     ));
     // Expired sessions make room.
     tokio::time::sleep(Duration::from_millis(200)).await;
     store
-        .create(&id(), &record(&[]), TTL)
+        .create(&id(), &record(&[]), TTL, None)
         .await
         .expect("room after expiry");
 }
@@ -248,7 +430,7 @@ async fn redis_store_times_out_and_recovers() {
     let store = Store::open(&settings(&redis.url())).expect("open");
     let a = id();
     store
-        .create(&a, &record(&[("user", b"alice")]), TTL)
+        .create(&a, &record(&[("user", b"alice")]), TTL, None)
         .await
         .expect("create");
     redis.stop();
@@ -264,7 +446,7 @@ async fn redis_store_times_out_and_recovers() {
         support::eventually(Duration::from_secs(10), async || store.ping().await.is_ok()).await;
     assert!(recovered, "the store reconnects after a Redis restart");
     store
-        .create(&a, &record(&[("user", b"alice")]), TTL)
+        .create(&a, &record(&[("user", b"alice")]), TTL, None)
         .await
         .expect("write after restart");
 }
@@ -277,7 +459,9 @@ async fn tls_acl_store_meets_the_contract() {
     assert!(redis
         .keys("*")
         .iter()
-        .all(|k| k.starts_with("stickless:session:")));
+        .all(|k| k.starts_with("stickless:session:")
+            || k.starts_with("stickless:principal:")
+            || k == "stickless:events"));
     // The minimal ACL user was enough for every operation.
     let denied = redis.acl_log();
     assert!(denied.trim().is_empty(), "ACL LOG: {denied}");
@@ -290,7 +474,9 @@ async fn cluster_store_meets_the_contract() {
     assert!(cluster
         .all_keys()
         .iter()
-        .all(|k| k.starts_with("contract:session:")));
+        .all(|k| k.starts_with("contract:session:")
+            || k.starts_with("contract:principal:")
+            || k == "contract:events"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,5 +487,7 @@ async fn sentinel_store_meets_the_contract() {
     assert!(keys
         .lines()
         .filter(|k| !k.is_empty())
-        .all(|k| k.starts_with("contract:session:")));
+        .all(|k| k.starts_with("contract:session:")
+            || k.starts_with("contract:principal:")
+            || k == "contract:events"));
 }

@@ -31,6 +31,21 @@ pub struct FileConfig {
     /// HTTPS on `listen`; absent = plain HTTP/1.1 and h2c.
     #[serde(default)]
     pub tls: Option<ListenerTlsFile>,
+    /// Lifecycle events appended to the Redis Stream `<key_prefix>:events`; absent = none.
+    #[serde(default)]
+    pub events: Option<EventsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsFile {
+    /// The approximate cap on the stream's length (`XADD … MAXLEN ~`).
+    #[serde(default = "default_events_max_len")]
+    pub max_len: u64,
+}
+
+fn default_events_max_len() -> u64 {
+    100_000
 }
 
 /// The listener's certificate chain and private key, in PEM files (re-read on reload).
@@ -190,6 +205,9 @@ pub struct SessionFile {
     /// The same, from an environment variable (keys separated by commas, newest first).
     #[serde(default)]
     pub encryption_keys_env: Option<String>,
+    /// Sessions are indexed by this attribute's value (logout everywhere, the admin API).
+    #[serde(default)]
+    pub principal_attribute: Option<String>,
 }
 
 impl Default for SessionFile {
@@ -204,6 +222,7 @@ impl Default for SessionFile {
             max_value_bytes: default_max_value_bytes(),
             encryption_keys_file: None,
             encryption_keys_env: None,
+            principal_attribute: None,
         }
     }
 }

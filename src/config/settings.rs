@@ -83,6 +83,9 @@ pub struct StoreSettings {
     /// Certificates for `rediss://`, read at start so a missing file is a config error.
     pub tls: TlsFiles,
     pub durability: Option<Durability>,
+    /// `events.max_len`: lifecycle events go to `<key_prefix>:events`, capped near this
+    /// length. `None`: no events. Lives with the store because its connections write them.
+    pub events: Option<u64>,
 }
 
 /// PEM contents of `store.tls`. Empty: the system's trusted roots, no client certificate.
@@ -121,6 +124,9 @@ pub struct SessionSettings {
     pub sealer: Option<Sealer>,
     /// Keyed hashes of session ids, for logs.
     pub fingerprints: Fingerprints,
+    /// Sessions are indexed by this attribute's value (lower-cased name); `None`: no index,
+    /// and `X-Session-Invalidate-All` ends the current session only.
+    pub principal_attribute: Option<String>,
 }
 
 /// What a backend may store in one session. The whole session is injected as request
@@ -369,6 +375,25 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
     if session.max_value_bytes == 0 {
         problems.add("session.max_value_bytes", "must be greater than zero");
     }
+    let principal_attribute = session.principal_attribute.as_ref().and_then(|raw| {
+        let name = crate::session::record::attribute_name(raw);
+        if name.is_none() {
+            problems.add(
+                "session.principal_attribute",
+                format!("`{raw}` is not an attribute name ([a-z0-9][a-z0-9-]{{0,63}}, not `id`)"),
+            );
+        }
+        name
+    });
+    let events = file.events.as_ref().map(|events| {
+        if events.max_len == 0 {
+            problems.add("events.max_len", "must be greater than zero");
+        }
+        if matches!(&url, Some(StoreUrl::Memory { .. })) {
+            problems.add("events", "needs a Redis store (memory:// keeps no stream)");
+        }
+        events.max_len
+    });
 
     if file.routes.is_empty() {
         problems.add("routes", "at least one route is needed");
@@ -527,6 +552,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
                 timeout: file.store.timeout,
                 tls,
                 durability,
+                events,
             },
             session: SessionSettings {
                 cookie: CookieSettings {
@@ -541,6 +567,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
                 limits: session_limits,
                 sealer,
                 fingerprints: Fingerprints::new(),
+                principal_attribute,
             },
             routes,
             timeouts,

@@ -9,7 +9,7 @@ use super::record::{Record, Session};
 use super::sealing::SealError;
 use super::update::{MalformedUpdate, Update};
 use crate::config::{SessionLimits, SessionSettings};
-use crate::store::{Delta, SessionStore, Store, StoreError};
+use crate::store::{Delta, Owners, Principal, SessionStore, Store, StoreError};
 
 /// What the response's update did to the store, and so what the response must tell the
 /// browser about its cookie.
@@ -53,7 +53,13 @@ pub async fn persist(
     if update.invalidate {
         let existed = current.is_some();
         if let Some(session) = current {
-            store.delete(&session.id).await?;
+            let principal = principal_of(settings, &session.record);
+            if let Some(principal) = principal.as_ref().filter(|_| update.invalidate_all) {
+                store.end_all(principal).await?;
+            }
+            // Also when the index ended it: a session from before `principal_attribute` was
+            // set is in no index. A second delete finds nothing and writes no event.
+            store.delete(&session.id, principal.as_ref()).await?;
         }
         return Ok(Change::Invalidated { existed });
     }
@@ -66,6 +72,14 @@ pub async fn persist(
     };
     let next = session.record.updated(update);
     check_limits(&next, update, settings)?;
+    let (old_owner, new_owner) = (
+        principal_of(settings, &session.record),
+        principal_of(settings, &next),
+    );
+    let owners = Owners {
+        old: old_owner.as_ref(),
+        new: new_owner.as_ref(),
+    };
     let Some(ttl) = settings.lifetime.ttl(next.created, now) else {
         // Reached its absolute deadline during this request: it is over, start afresh.
         return create(store, settings, update, now).await;
@@ -73,7 +87,10 @@ pub async fn persist(
     if update.rotate {
         let new = SessionId::generate().map_err(PersistError::Random)?;
         let stored = sealed(settings, &new, next)?;
-        if store.rotate(&session.id, &new, &stored, ttl).await? {
+        if store
+            .rotate(&session.id, &new, &stored, ttl, owners)
+            .await?
+        {
             return Ok(Change::Rotated(new));
         }
         // Gone since this request read it: as with an update, start afresh.
@@ -87,7 +104,7 @@ pub async fn persist(
         remove: &update.remove,
         set: &set,
     };
-    if store.update(&session.id, delta, ttl).await? {
+    if store.update(&session.id, delta, ttl, owners).await? {
         Ok(Change::Updated)
     } else {
         // Expired or invalidated (another tab logged out) since this request read it. The old
@@ -112,9 +129,18 @@ async fn create(
         .ttl(now, now)
         .unwrap_or(settings.lifetime.idle);
     let id = SessionId::generate().map_err(PersistError::Random)?;
+    let principal = principal_of(settings, &record);
     let stored = sealed(settings, &id, record)?;
-    store.create(&id, &stored, ttl).await?;
+    store.create(&id, &stored, ttl, principal.as_ref()).await?;
     Ok(Change::Created(id))
+}
+
+/// The principal of an (opened) record: the value of `session.principal_attribute`, when it
+/// is set and not empty.
+pub fn principal_of(settings: &SessionSettings, record: &Record) -> Option<Principal> {
+    let name = settings.principal_attribute.as_ref()?;
+    let value = record.attributes.get(name).filter(|v| !v.is_empty())?;
+    Some(Principal::new(value.clone()))
 }
 
 /// The record as it goes to the store: sealed for session `id` when encryption is on.

@@ -43,8 +43,9 @@ pub async fn resolve(
     if let Some(ttl) = lifetime.extension(created, now, loaded.ttl) {
         let store = store.clone();
         let id = id.clone();
+        let principal = loaded.principal;
         tokio::spawn(async move {
-            if let Err(err) = store.touch(&id, ttl).await {
+            if let Err(err) = store.touch(&id, ttl, principal.as_deref()).await {
                 warn!(error = %err, "extending a session's idle timeout failed; the next request retries");
             }
         });

@@ -11,6 +11,9 @@ use super::record::attribute_name;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Update {
     pub invalidate: bool,
+    /// `Invalidate-All`: every session of the current session's principal ends too (with
+    /// `invalidate`, which it implies).
+    pub invalidate_all: bool,
     pub rotate: bool,
     pub remove: Vec<String>,
     pub set: Vec<(String, Bytes)>,
@@ -59,15 +62,21 @@ pub fn take_update(
 fn read_update(headers: &HeaderMap, prefix: &HeaderPrefix) -> Result<Update, MalformedUpdate> {
     // Invalidate wins over everything, even over siblings we cannot parse: ending a session is
     // the safe direction, and a sloppy logout handler must not leave its user logged in.
+    // `Invalidate-All` implies `Invalidate`; either wins over everything else.
+    let mut ends = Update::default();
     for name in headers.keys() {
-        if prefix.control_suffix(name) == Some("invalidate")
-            && flag(name.as_str(), headers.get_all(name))?
-        {
-            return Ok(Update {
-                invalidate: true,
-                ..Update::default()
-            });
+        let all = match prefix.control_suffix(name) {
+            Some("invalidate") => false,
+            Some("invalidate-all") => true,
+            _ => continue,
+        };
+        if flag(name.as_str(), headers.get_all(name))? {
+            ends.invalidate = true;
+            ends.invalidate_all |= all;
         }
+    }
+    if ends.invalidate {
+        return Ok(ends);
     }
     let mut update = Update::default();
     for name in headers.keys() {
@@ -211,6 +220,30 @@ mod tests {
         );
         assert!(h.is_empty());
         let mut h = headers(&[("X-Session-Invalidate", "perhaps")]);
+        assert!(take_update(&mut h, &HeaderPrefix::default()).is_err());
+    }
+
+    #[test]
+    fn invalidate_all_implies_invalidate_and_wins() {
+        let mut h = headers(&[
+            ("X-Session-Set-User", "x"),
+            ("X-Session-Invalidate-All", "true"),
+        ]);
+        let update = take_update(&mut h, &HeaderPrefix::default()).expect("valid");
+        assert_eq!(
+            update,
+            Update {
+                invalidate: true,
+                invalidate_all: true,
+                ..Update::default()
+            }
+        );
+        assert!(h.is_empty());
+        let mut h = headers(&[("X-Session-Invalidate-All", "false")]);
+        assert!(take_update(&mut h, &HeaderPrefix::default())
+            .expect("valid")
+            .is_empty());
+        let mut h = headers(&[("X-Session-Invalidate-All", "everyone")]);
         assert!(take_update(&mut h, &HeaderPrefix::default()).is_err());
     }
 

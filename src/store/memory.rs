@@ -1,17 +1,23 @@
 //! The embedded store (`memory://`): sessions in this process, for a single instance or the
 //! demo. Expiry is honoured on every access, and memory is bounded by a session count.
+//!
+//! The principal index is the sessions themselves: each entry remembers its principal, and a
+//! principal's sessions are found by a scan (bounded by `max_sessions`), so nothing can leak.
+//! No events: there is no stream to write them to (`events` needs a Redis store).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{Delta, Loaded, SessionStore, StoreError};
+use super::{Delta, Loaded, Owners, Principal, SessionStore, StoreError};
 use crate::session::id::SessionId;
 use crate::session::record::Record;
 
 struct Entry {
     record: Record,
     expires: Instant,
+    /// `Principal::tag` of its principal.
+    principal: Option<String>,
 }
 
 pub struct MemoryStore {
@@ -56,6 +62,7 @@ impl MemoryStore {
         id: &SessionId,
         record: &Record,
         ttl: Duration,
+        principal: Option<&Principal>,
     ) -> Result<(), StoreError> {
         let now = Instant::now();
         if map.len() >= self.max_sessions && !map.contains_key(id) {
@@ -69,6 +76,7 @@ impl MemoryStore {
             Entry {
                 record: record.clone(),
                 expires: now + ttl,
+                principal: principal.map(|p| p.tag.clone()),
             },
         );
         Ok(())
@@ -82,10 +90,16 @@ impl SessionStore for MemoryStore {
         Ok(Self::live(&mut map, id, now).map(|e| Loaded {
             record: e.record.clone(),
             ttl: e.expires - now,
+            principal: e.principal.clone(),
         }))
     }
 
-    async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<(), StoreError> {
+    async fn touch(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+        _principal: Option<&str>,
+    ) -> Result<(), StoreError> {
         let now = Instant::now();
         if let Some(e) = Self::live(&mut self.sessions(), id, now) {
             e.expires = now + ttl;
@@ -98,8 +112,9 @@ impl SessionStore for MemoryStore {
         id: &SessionId,
         record: &Record,
         ttl: Duration,
+        principal: Option<&Principal>,
     ) -> Result<(), StoreError> {
-        self.insert(&mut self.sessions(), id, record, ttl)
+        self.insert(&mut self.sessions(), id, record, ttl, principal)
     }
 
     async fn update(
@@ -107,6 +122,7 @@ impl SessionStore for MemoryStore {
         id: &SessionId,
         delta: Delta<'_>,
         ttl: Duration,
+        owners: Owners<'_>,
     ) -> Result<bool, StoreError> {
         let now = Instant::now();
         let mut map = self.sessions();
@@ -120,6 +136,7 @@ impl SessionStore for MemoryStore {
             e.record.attributes.insert(name.clone(), value.clone());
         }
         e.expires = now + ttl;
+        e.principal = owners.new.map(|p| p.tag.clone());
         Ok(true)
     }
 
@@ -129,18 +146,47 @@ impl SessionStore for MemoryStore {
         new: &SessionId,
         record: &Record,
         ttl: Duration,
+        owners: Owners<'_>,
     ) -> Result<bool, StoreError> {
         let mut map = self.sessions();
         if Self::live(&mut map, old, Instant::now()).is_none() {
             return Ok(false);
         }
         map.remove(old);
-        self.insert(&mut map, new, record, ttl)?;
+        self.insert(&mut map, new, record, ttl, owners.new)?;
         Ok(true)
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.sessions().remove(id);
-        Ok(())
+    async fn delete(
+        &self,
+        id: &SessionId,
+        _principal: Option<&Principal>,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut map = self.sessions();
+        let existed = Self::live(&mut map, id, now).is_some();
+        map.remove(id);
+        Ok(existed)
+    }
+
+    async fn sessions_of(&self, principal: &Principal) -> Result<Vec<SessionId>, StoreError> {
+        let now = Instant::now();
+        Ok(self
+            .sessions()
+            .iter()
+            .filter(|(_, e)| e.expires > now && e.principal.as_deref() == Some(&principal.tag))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    async fn end_all(&self, principal: &Principal) -> Result<usize, StoreError> {
+        let now = Instant::now();
+        let mut map = self.sessions();
+        let before = map.len();
+        map.retain(|_, e| e.expires <= now || e.principal.as_deref() != Some(&principal.tag));
+        let ended = before - map.len();
+        // The expired ones go too, uncounted.
+        map.retain(|_, e| e.expires > now);
+        Ok(ended)
     }
 }

@@ -4,6 +4,7 @@
 //! Every implementation passes the same contract suite (`tests/store_contract.rs`).
 
 pub mod memory;
+pub mod principal;
 pub mod redis;
 pub mod url;
 
@@ -17,6 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::config::StoreSettings;
 use crate::session::id::SessionId;
 use crate::session::record::Record;
+pub use principal::{Owners, Principal};
 pub use url::StoreUrl;
 
 /// A session as a read found it.
@@ -25,6 +27,9 @@ pub struct Loaded {
     pub record: Record,
     /// Time left before the store expires it on its own.
     pub ttl: Duration,
+    /// The tag of the principal index that lists it (`Principal::tag`), so an extension can
+    /// refresh the index without opening a sealed record.
+    pub principal: Option<String>,
 }
 
 /// Only what one response changed: written as a delta so concurrent requests that change
@@ -69,39 +74,63 @@ pub trait SessionStore: Send + Sync {
         &self,
         id: &SessionId,
     ) -> impl Future<Output = Result<Option<Loaded>, StoreError>> + Send;
-    /// Sets the TTL of an existing session; a missing session stays missing.
+    /// Sets the TTL of an existing session; a missing session stays missing. `principal` is
+    /// `Loaded::principal`: its index entry is extended first, so the index never expires a
+    /// live member.
     fn touch(
         &self,
         id: &SessionId,
         ttl: Duration,
+        principal: Option<&str>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Stores a new session with the given TTL.
+    /// Stores a new session with the given TTL, listed under `principal`; a `created` event.
     fn create(
         &self,
         id: &SessionId,
         record: &Record,
         ttl: Duration,
+        principal: Option<&Principal>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Applies a delta and resets the TTL. `Ok(false)` when the session no longer exists, in
-    /// which case nothing was written.
+    /// which case nothing was written. The session moves from `owners.old`'s index to
+    /// `owners.new`'s (or is refreshed in it).
     fn update(
         &self,
         id: &SessionId,
         delta: Delta<'_>,
         ttl: Duration,
+        owners: Owners<'_>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Stores `record` under `new` and removes `old`: the old id stops working at once.
     /// `Ok(false)` when `old` no longer exists (expired, or invalidated by a concurrent
     /// request), in which case no session is left under `new` either. Never a `RENAME`, which
     /// cannot cross cluster slots.
+    /// `owners.old` lists `old`, `owners.new` lists `new`; a `rotated` event.
     fn rotate(
         &self,
         old: &SessionId,
         new: &SessionId,
         record: &Record,
         ttl: Duration,
+        owners: Owners<'_>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Ends the session; `Ok(true)` when it existed (and an `invalidated` event was written).
+    fn delete(
+        &self,
+        id: &SessionId,
+        principal: Option<&Principal>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The live sessions of `principal`, each checked to exist.
+    fn sessions_of(
+        &self,
+        principal: &Principal,
+    ) -> impl Future<Output = Result<Vec<SessionId>, StoreError>> + Send;
+    /// Ends every live session of `principal` (one `invalidated` event each); how many
+    /// ended.
+    fn end_all(
+        &self,
+        principal: &Principal,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 }
 
 // Built once and held behind an `Arc`; the size difference costs nothing.
@@ -154,6 +183,7 @@ impl Store {
                 &settings.key_prefix,
                 settings.timeout,
                 settings.durability,
+                settings.events,
             )?),
         };
         Ok(Store {
@@ -192,24 +222,31 @@ impl SessionStore for Store {
     async fn load(&self, id: &SessionId) -> Result<Option<Loaded>, StoreError> {
         dispatch!(self, s => s.load(id))
     }
-    async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<(), StoreError> {
-        dispatch!(self, s => s.touch(id, ttl))
+    async fn touch(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+        principal: Option<&str>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.touch(id, ttl, principal))
     }
     async fn create(
         &self,
         id: &SessionId,
         record: &Record,
         ttl: Duration,
+        principal: Option<&Principal>,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.create(id, record, ttl))
+        dispatch!(self, s => s.create(id, record, ttl, principal))
     }
     async fn update(
         &self,
         id: &SessionId,
         delta: Delta<'_>,
         ttl: Duration,
+        owners: Owners<'_>,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.update(id, delta, ttl))
+        dispatch!(self, s => s.update(id, delta, ttl, owners))
     }
     async fn rotate(
         &self,
@@ -217,10 +254,21 @@ impl SessionStore for Store {
         new: &SessionId,
         record: &Record,
         ttl: Duration,
+        owners: Owners<'_>,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.rotate(old, new, record, ttl))
+        dispatch!(self, s => s.rotate(old, new, record, ttl, owners))
     }
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        dispatch!(self, s => s.delete(id))
+    async fn delete(
+        &self,
+        id: &SessionId,
+        principal: Option<&Principal>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.delete(id, principal))
+    }
+    async fn sessions_of(&self, principal: &Principal) -> Result<Vec<SessionId>, StoreError> {
+        dispatch!(self, s => s.sessions_of(principal))
+    }
+    async fn end_all(&self, principal: &Principal) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.end_all(principal))
     }
 }

@@ -181,7 +181,7 @@ async fn check(store: &Store, id: &SessionId, lifetime: &Lifetime) -> Result<boo
         return Ok(false);
     }
     if let Some(ttl) = lifetime.extension(created, now, loaded.ttl) {
-        store.touch(id, ttl).await?;
+        store.touch(id, ttl, loaded.principal.as_deref()).await?;
     }
     Ok(true)
 }

@@ -655,7 +655,8 @@ pub const ADMIN_PASSWORD: &str = "admin-test-pass";
 /// minimal rule, word for word, so the documented rule is the tested one.
 pub const ACL_RULES: &str = "resetchannels ~stickless:* -@all +ping +hello +auth +select +wait \
                              +hgetall +pttl +pexpire +del +exists +hset +hdel +eval +evalsha \
-                             +script|load";
+                             +script|load +zadd +zrem +zrange +zrangebyscore +zremrangebyscore \
+                             +pexpireat +xadd";
 
 /// The admin commands renamed away; the admin reaches them under `<name>-ADMIN-7f3a`.
 pub const RENAMED: [&str; 5] = ["CONFIG", "KEYS", "FLUSHALL", "FLUSHDB", "DEBUG"];
