@@ -514,3 +514,73 @@ async fn commands_per_login_request_and_logout() {
         assert_eq!(logout_calls.get(name), Some(&1), "logout: {logout_calls:?}");
     }
 }
+
+/// With values sealed at rest, the index and the session hash hold only the principal's tag;
+/// logout everywhere and the admin API still work (the admin API shows values opened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_sessions_are_indexed_by_tag_only() {
+    let redis = RedisServer::start();
+    let backend = Backend::start("app").await;
+    let dir = std::env::temp_dir().join(format!("stickless-sealed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (signing, sealing, token) = (dir.join("signing"), dir.join("sealing"), dir.join("token"));
+    std::fs::write(
+        &signing,
+        "signing-key-0123456789abcdefghijklmnopqrstuvwxyz\n",
+    )
+    .expect("w");
+    std::fs::write(
+        &sealing,
+        "sealing-key-0123456789abcdefghijklmnopqrstuvwxyz\n",
+    )
+    .expect("w");
+    std::fs::write(&token, TOKEN).expect("w");
+    let session = format!(
+        "  cookie:\n    signing_keys_file: \"{}\"\n  encryption_keys_file: \"{}\"\n",
+        signing.display(),
+        sealing.display()
+    );
+    let admin_yaml = format!(
+        "admin:\n  listen: \"127.0.0.1:0\"\n  token_file: \"{}\"\n",
+        token.display()
+    );
+    let proxy = Proxy::start(&yaml(&redis.url(), &backend, &session, &admin_yaml)).await;
+    let one = login(&proxy, &[("User", "alice-secret")]).await;
+    let two = login(&proxy, &[("User", "alice-secret")]).await;
+    let bare = |cookie: &str| cookie.split('.').next().unwrap_or_default().to_owned();
+
+    let keys = redis.keys();
+    assert_eq!(keys.iter().filter(|k| k.contains(":principal:")).count(), 1);
+    for key in keys.iter().filter(|k| k.contains(":session:")) {
+        assert!(!key.contains("alice"));
+        let fields: Vec<Vec<u8>> = redis.cmd(&["HGETALL", key]);
+        assert!(
+            fields.iter().all(|f| !f.windows(5).any(|w| w == b"alice")),
+            "{key} holds the value in the clear"
+        );
+    }
+    let r = admin(
+        &proxy,
+        "GET",
+        &format!("/sessions/{}", bare(&one)),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(json(&r)["attributes"]["user"], "alice-secret");
+    let r = admin(
+        &proxy,
+        "GET",
+        "/principals/alice-secret/sessions",
+        Some(TOKEN),
+    )
+    .await;
+    let mut ids: Vec<String> = serde_json::from_slice(&r.body).expect("array");
+    ids.sort();
+    let mut expected = vec![bare(&one), bare(&two)];
+    expected.sort();
+    assert_eq!(ids, expected);
+
+    logout_everywhere(&proxy, &one).await;
+    assert!(!alive(&proxy, &one).await && !alive(&proxy, &two).await);
+    assert!(redis.keys().is_empty(), "{:?}", redis.keys());
+}

@@ -76,6 +76,7 @@ fuzz_target!(|data: &[u8]| {
                 update,
                 Update {
                     invalidate: true,
+                    invalidate_all: update.invalidate_all,
                     ..Update::default()
                 }
             );

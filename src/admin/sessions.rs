@@ -108,7 +108,7 @@ pub async fn answer<B>(
             }
         }
     };
-    info!(%peer, %method, target = %op, status = response.status().as_u16(), "admin session API");
+    info!(%peer, %method, subject = %op, status = response.status().as_u16(), "admin session API");
     response
 }
 
