@@ -164,6 +164,19 @@ async fn logout_everywhere_across_cluster_slots() {
     assert_eq!(invalidated, 6, "{events}");
     let created = events.lines().filter(|l| l.trim() == "created").count();
     assert_eq!(created, 7, "{events}");
+    // Every key but the stream has a TTL, on whichever node it lives; alice's index is gone.
+    for key in cluster.all_keys() {
+        if key != "stickless:events" {
+            let pttl = cluster.on_owner(&key, &["PTTL", &key]);
+            assert_ne!(pttl.trim(), "-1", "{key} has no TTL");
+        }
+    }
+    let indexes = cluster
+        .all_keys()
+        .into_iter()
+        .filter(|k| k.contains(":principal:"))
+        .count();
+    assert_eq!(indexes, 1, "only bob's index is left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
