@@ -190,6 +190,9 @@ pub struct SessionFile {
     /// The same, from an environment variable (keys separated by commas, newest first).
     #[serde(default)]
     pub encryption_keys_env: Option<String>,
+    /// A request header that may name the session instead of the cookie (API clients).
+    #[serde(default)]
+    pub id_header: Option<String>,
 }
 
 impl Default for SessionFile {
@@ -204,6 +207,7 @@ impl Default for SessionFile {
             max_value_bytes: default_max_value_bytes(),
             encryption_keys_file: None,
             encryption_keys_env: None,
+            id_header: None,
         }
     }
 }

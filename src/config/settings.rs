@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
-use http::Uri;
+use http::{HeaderName, Uri};
 
 use super::file::{
     FileConfig, HealthFile, LogFormat, OnUnavailable, RequestBufferingFile, RouteFile, SameSite,
@@ -19,6 +19,7 @@ use super::Problem;
 use crate::certificate::ServerCertificate;
 use crate::routing::Destination;
 use crate::session::fingerprint::Fingerprints;
+use crate::session::id_header;
 use crate::session::keys::MIN_KEY_BYTES;
 use crate::session::lifetime::Lifetime;
 use crate::session::prefix::HeaderPrefix;
@@ -121,6 +122,8 @@ pub struct SessionSettings {
     pub sealer: Option<Sealer>,
     /// Keyed hashes of session ids, for logs.
     pub fingerprints: Fingerprints,
+    /// `session.id_header`: the header that may carry the id instead of the cookie.
+    pub id_header: Option<HeaderName>,
 }
 
 /// What a backend may store in one session. The whole session is injected as request
@@ -352,6 +355,11 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         problems.add("session.header_prefix", message);
         HeaderPrefix::default()
     });
+    let id_header = session.id_header.as_deref().and_then(|raw| {
+        id_header::validate(raw, |name| prefix.matches(name))
+            .map_err(|message| problems.add("session.id_header", message))
+            .ok()
+    });
     let session_limits = SessionLimits {
         max_bytes: session.max_bytes,
         max_attributes: session.max_attributes,
@@ -541,6 +549,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
                 limits: session_limits,
                 sealer,
                 fingerprints: Fingerprints::new(),
+                id_header,
             },
             routes,
             timeouts,
