@@ -338,10 +338,14 @@ impl Shared {
 /// - a node that never ran the script (a new shard that owns no slot yet, so the crate's
 ///   `SCRIPT LOAD` to every primary missed it) answers `EVALSHA` with `NOSCRIPT`.
 ///
-/// Here the crate's answer is looked at once it gives up: on `ASK` the same commands go to
-/// the named node as one pipeline with `ASKING` before each (written in one piece, so
-/// nothing can come in between); on `MOVED`, `TRYAGAIN` or `CLUSTERDOWN` they are sent
-/// again as usual (by then the crate has refreshed its slot map); on `NOSCRIPT` each
+/// Here the crate's answer is looked at once it gives up: on `ASK` or `MOVED` the same
+/// commands go to the named node as one pipeline with `ASKING` before each (written in one
+/// piece, so nothing can come in between, and carried along by any further redirect the
+/// crate follows). `ASKING` changes nothing on a node that is not importing the slot, and
+/// `MOVED` never names an importing node (it names the owner, and a node stops importing
+/// when it becomes the owner), so a key is never read or written on a node it has not
+/// reached yet. On `TRYAGAIN` or `CLUSTERDOWN` they are sent again as usual after a short
+/// pause; on `NOSCRIPT` each
 /// `EVALSHA` of a known script becomes `EVAL` with its text (which also caches it on that
 /// node). At most `REDIRECTS` times, within `store.timeout` of the first attempt. Nothing
 /// changes when no slot is moving: the first attempt is the only one.
@@ -358,7 +362,7 @@ const REDIRECTS: u32 = 5;
 /// What to do after a failed attempt.
 enum Next {
     /// Send to this node (`host`, `port`), each command after `ASKING`.
-    Ask(String, u16),
+    Redirect(String, u16),
     /// Send as usual again, after a short wait.
     Again,
     /// Send again with scripts as `EVAL`.
@@ -367,7 +371,7 @@ enum Next {
 
 /// Whether an attempt that ended in `result` is worth another, and how; `None` for a
 /// success, and for failures another attempt cannot fix.
-fn needs_more(result: &RedisResult<Vec<Value>>) -> Option<Next> {
+fn needs_more(result: Result<&[Value], &RedisError>) -> Option<Next> {
     match result {
         // Error replies in a pipeline are the caller's to read, except a missing script.
         Ok(values) => values
@@ -382,12 +386,13 @@ impl Clustered {
     /// One command; see the type's comment.
     async fn command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
         let started = Instant::now();
-        let first = self.conn.req_packed_command(cmd).await.map(|v| vec![v]);
-        let Some(next) = needs_more(&first) else {
-            return first.map(|mut v| v.pop().unwrap_or(Value::Nil));
+        let first = self.conn.req_packed_command(cmd).await;
+        let Some(next) = needs_more(first.as_ref().map(std::slice::from_ref)) else {
+            return first;
         };
         let mut pipe = redis::pipe();
         pipe.add_command(cmd.clone());
+        let first = first.map(|value| vec![value]);
         let values = self.recover(pipe, 0, 1, None, first, next, started).await?;
         Ok(values.into_iter().next().unwrap_or(Value::Nil))
     }
@@ -402,7 +407,7 @@ impl Clustered {
     ) -> RedisResult<Vec<Value>> {
         let started = Instant::now();
         let first = self.conn.req_packed_commands(pipeline, offset, count).await;
-        let Some(next) = needs_more(&first) else {
+        let Some(next) = needs_more(first.as_deref()) else {
             return first;
         };
         self.recover(pipeline.clone(), offset, count, None, first, next, started)
@@ -423,7 +428,7 @@ impl Clustered {
             .conn
             .route_pipeline(pipeline.clone(), offset, count, route.clone())
             .await;
-        let Some(next) = needs_more(&first) else {
+        let Some(next) = needs_more(first.as_deref()) else {
             return first;
         };
         self.recover(pipeline, offset, count, Some(route), first, next, started)
@@ -449,7 +454,7 @@ impl Clustered {
                 break;
             }
             match next {
-                Next::Ask(host, port) => ask = Some((host, port)),
+                Next::Redirect(host, port) => ask = Some((host, port)),
                 Next::Again => {
                     ask = None;
                     let pause = Duration::from_millis(10 * u64::from(attempt)).min(left / 2);
@@ -484,7 +489,7 @@ impl Clustered {
                 // The earlier failure says more than the timeout of a retry.
                 Err(_) => break,
             };
-            match needs_more(&result) {
+            match needs_more(result.as_deref()) {
                 Some(again) => next = again,
                 None => return result,
             }
@@ -558,12 +563,14 @@ impl Clustered {
 
 fn next_after(err: &RedisError) -> Option<Next> {
     match err.code() {
-        Some("ASK") => err.redirect_node().and_then(|(node, _slot)| {
+        // After the crate's own redirects failed: an `ASK` whose `ASKING` another request
+        // took, or the `MOVED` back to the source that the importing node then answers.
+        Some("ASK" | "MOVED") => err.redirect_node().and_then(|(node, _slot)| {
             let (host, port) = node.rsplit_once(':')?;
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            Some(Next::Ask(host.to_owned(), port.parse().ok()?))
+            Some(Next::Redirect(host.to_owned(), port.parse().ok()?))
         }),
-        Some("MOVED" | "TRYAGAIN" | "CLUSTERDOWN") => Some(Next::Again),
+        Some("TRYAGAIN" | "CLUSTERDOWN") => Some(Next::Again),
         Some("NOSCRIPT") => Some(Next::Eval),
         _ => None,
     }
