@@ -460,7 +460,8 @@ impl Clustered {
                     let pause = Duration::from_millis(10 * u64::from(attempt)).min(left / 2);
                     tokio::time::sleep(pause).await;
                 }
-                Next::Eval => match self.with_eval(&pipeline) {
+                // A map lookup under the lock: nothing half-done if another thread panicked.
+                Next::Eval => match with_eval(&lock(&self.scripts), &pipeline) {
                     Some(rewritten) => pipeline = rewritten,
                     None => break,
                 },
@@ -518,47 +519,44 @@ impl Clustered {
         let values = self.conn.route_pipeline(asking, 0, n, route).await?;
         Ok(values.into_iter().skip(1).step_by(2).collect())
     }
+}
 
-    /// `pipeline` with every `EVALSHA` of a known script as `EVAL` with its text; `None` if
-    /// there is none to rewrite.
-    fn with_eval(&self, pipeline: &Pipeline) -> Option<Pipeline> {
-        let scripts = lock(&self.scripts).clone();
-        let mut rewritten = redis::pipe();
-        let mut any = false;
-        for cmd in pipeline.cmd_iter() {
-            let args: Vec<&[u8]> = cmd
-                .args_iter()
-                .filter_map(|arg| match arg {
-                    redis::Arg::Simple(bytes) => Some(bytes),
-                    // Cursors belong to `SCAN`-like commands, never to a script call.
-                    _ => None,
-                })
-                .collect();
-            let text = match args.as_slice() {
-                [name, sha, ..] if name.eq_ignore_ascii_case(b"EVALSHA") => {
-                    std::str::from_utf8(sha)
-                        .ok()
-                        .and_then(|sha| scripts.get(sha))
-                }
+/// `pipeline` with every `EVALSHA` of a known script as `EVAL` with its text; `None` if
+/// there is none to rewrite.
+fn with_eval(scripts: &HashMap<String, Arc<str>>, pipeline: &Pipeline) -> Option<Pipeline> {
+    let mut rewritten = redis::pipe();
+    let mut any = false;
+    for cmd in pipeline.cmd_iter() {
+        let args: Vec<&[u8]> = cmd
+            .args_iter()
+            .filter_map(|arg| match arg {
+                redis::Arg::Simple(bytes) => Some(bytes),
+                // Cursors belong to `SCAN`-like commands, never to a script call.
                 _ => None,
-            };
-            match text {
-                Some(text) => {
-                    any = true;
-                    let mut eval = redis::cmd("EVAL");
-                    eval.arg(text.as_bytes());
-                    for arg in &args[2..] {
-                        eval.arg(*arg);
-                    }
-                    rewritten.add_command(eval);
+            })
+            .collect();
+        let text = match args.as_slice() {
+            [name, sha, ..] if name.eq_ignore_ascii_case(b"EVALSHA") => std::str::from_utf8(sha)
+                .ok()
+                .and_then(|sha| scripts.get(sha)),
+            _ => None,
+        };
+        match text {
+            Some(text) => {
+                any = true;
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(text.as_bytes());
+                for arg in &args[2..] {
+                    eval.arg(*arg);
                 }
-                None => {
-                    rewritten.add_command(cmd.clone());
-                }
+                rewritten.add_command(eval);
+            }
+            None => {
+                rewritten.add_command(cmd.clone());
             }
         }
-        any.then_some(rewritten)
     }
+    any.then_some(rewritten)
 }
 
 fn next_after(err: &RedisError) -> Option<Next> {
@@ -646,4 +644,70 @@ fn node_info(target: &RedisTarget, host: String, port: u16) -> RedisResult<Conne
 /// rustls needs one process-wide crypto provider; a second install is harmless.
 fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(reply: &[u8]) -> RedisError {
+        match redis::parse_redis_value(reply).and_then(Value::extract_error) {
+            Err(err) => err,
+            Ok(value) => panic!("not an error: {value:?}"),
+        }
+    }
+
+    #[test]
+    fn redirects_name_the_node() {
+        for reply in [
+            &b"-ASK 3999 127.0.0.1:6381\r\n"[..],
+            b"-MOVED 3999 127.0.0.1:6381\r\n",
+        ] {
+            match next_after(&server_error(reply)) {
+                Some(Next::Redirect(host, port)) => {
+                    assert_eq!((host.as_str(), port), ("127.0.0.1", 6381))
+                }
+                _ => panic!("{reply:?}"),
+            }
+        }
+        assert!(matches!(
+            next_after(&server_error(b"-TRYAGAIN x\r\n")),
+            Some(Next::Again)
+        ));
+        assert!(matches!(
+            next_after(&server_error(b"-NOSCRIPT x\r\n")),
+            Some(Next::Eval)
+        ));
+        assert!(next_after(&server_error(b"-OOM x\r\n")).is_none());
+        assert!(next_after(&server_error(b"-ERR x\r\n")).is_none());
+    }
+
+    #[test]
+    fn known_scripts_are_sent_as_eval() {
+        let script = Script::new("return 1");
+        let scripts = HashMap::from([(script.get_hash().to_owned(), Arc::from("return 1"))]);
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(1)
+            .arg("k")
+            .arg("v");
+        pipe.cmd("PTTL").arg("k");
+        let rewritten = with_eval(&scripts, &pipe).expect("rewritten");
+        let mut expected = redis::pipe();
+        expected
+            .cmd("EVAL")
+            .arg("return 1")
+            .arg(1)
+            .arg("k")
+            .arg("v");
+        expected.cmd("PTTL").arg("k");
+        assert_eq!(
+            rewritten.get_packed_pipeline(),
+            expected.get_packed_pipeline()
+        );
+        let mut unknown = redis::pipe();
+        unknown.cmd("EVALSHA").arg("0123").arg(0);
+        assert!(with_eval(&scripts, &unknown).is_none());
+    }
 }
