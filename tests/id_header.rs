@@ -331,3 +331,48 @@ async fn bad_names_are_config_errors_and_reload_may_change_it() {
     assert!(response.issued_session().is_some());
     assert_eq!(response.header("x-api-token"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_is_the_applications_and_passes_through() {
+    let backend = Backend::start("a").await;
+    let proxy = Proxy::start(&yaml("memory://", &backend, "")).await;
+    // The preflight reaches the backend, and its answer the client, untouched.
+    let response = proxy
+        .request("OPTIONS", "/api")
+        .header("Origin", "https://spa.example")
+        .header("Access-Control-Request-Headers", "x-auth-token")
+        .reply("Access-Control-Allow-Headers", "X-Auth-Token")
+        .send()
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response
+            .backend_saw("access-control-request-headers")
+            .as_deref(),
+        Some("x-auth-token")
+    );
+    assert_eq!(
+        response.header("access-control-allow-headers").as_deref(),
+        Some("X-Auth-Token")
+    );
+    // The proxy adds no CORS header of its own, even when it issues the id.
+    let response = get(&proxy, "/login")
+        .reply("X-Session-Set-User", "alice")
+        .send()
+        .await;
+    assert!(token(&response).is_some());
+    assert!(response
+        .headers
+        .iter()
+        .all(|(name, _)| !name.starts_with("access-control-")));
+    let response = get(&proxy, "/login")
+        .reply("X-Session-Set-User", "alice")
+        .reply("Access-Control-Expose-Headers", "X-Auth-Token")
+        .send()
+        .await;
+    assert!(token(&response).is_some());
+    assert_eq!(
+        response.header("access-control-expose-headers").as_deref(),
+        Some("X-Auth-Token")
+    );
+}
