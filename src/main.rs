@@ -195,6 +195,12 @@ fn summary(s: &Settings) -> String {
         s.session.prefix.as_str(),
         s.session.sealer.as_ref().map_or("stored as sent".to_owned(), |s| format!("encrypted, {} keys", s.key_count())),
     );
+    if let Some(name) = &s.session.id_header {
+        let _ = writeln!(
+            out,
+            "  session id header: {name} (wins over the cookie when present)"
+        );
+    }
     let admin = s.admin.as_ref().map_or_else(
         || "none".to_owned(),
         |a| format!("{} (/healthz, /readyz, /metrics)", a.listen),

@@ -28,6 +28,7 @@ use crate::report::chain;
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::routing::{is_safe_path, Route};
 use crate::session::cookie;
+use crate::session::id_header;
 use crate::session::persist::{persist, Change};
 use crate::session::record::Session;
 use crate::session::resolve::resolve;
@@ -202,13 +203,19 @@ impl Proxy {
         }
         session_settings.prefix.strip(&mut parts.headers);
         cookie::join_cookie_fields(&mut parts.headers);
+        // The id header never reaches the backend, whatever the route (it gets `X-Session-Id`).
+        let id_fields = session_settings
+            .id_header
+            .as_ref()
+            .and_then(|name| id_header::take(&mut parts.headers, name));
         parts.headers.insert(X_REQUEST_ID, ctx.request_id.clone());
 
-        // 3. Resolve the session the cookie names.
+        // 3. Resolve the session the id header names, or else the cookie.
         let (session, degraded) = match route.session {
             SessionMode::Off => (None, None),
             SessionMode::On | SessionMode::Required => {
-                self.resolve_session(settings, &parts.headers, ctx).await?
+                self.resolve_session(settings, &parts.headers, id_fields, ctx)
+                    .await?
             }
         };
         if let Some(session) = &session {
@@ -292,6 +299,10 @@ impl Proxy {
             hop::keep_upgrade(&mut head.headers, protocol.clone());
         }
         cookie::drop_backend_session_cookie(&mut head.headers, &session_settings.cookie.name);
+        if let Some(name) = &session_settings.id_header {
+            // Only the proxy issues session ids, in the header as in the cookie.
+            head.headers.remove(name);
+        }
         let update = match route.session {
             SessionMode::Off => {
                 session_settings.prefix.strip(&mut head.headers);
@@ -346,6 +357,19 @@ impl Proxy {
             head.headers
                 .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
+        if let Some(name) = &session_settings.id_header {
+            let signer = cookie_settings.signer.as_ref();
+            let value = match &change {
+                Change::None | Change::Updated => None,
+                Change::Created(id) | Change::Rotated(id) => id_header::value(id, signer),
+                Change::Invalidated { .. } => Some(HeaderValue::from_static("")),
+            };
+            if let Some(value) = value {
+                head.headers.insert(name.clone(), value);
+                head.headers
+                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+        }
         Ok(Response::from_parts(
             head,
             body::from_backend(
@@ -360,14 +384,23 @@ impl Proxy {
     /// open serves the request as anonymous and hands back the error, because nothing may be
     /// written for such a request: we do not know what its session holds, or whether it
     /// exists, so a logout or an update must not be reported as done.
+    ///
+    /// `id_fields` are the request's id header fields, if it had any: then they alone name
+    /// the session, even if they name none that lives.
     async fn resolve_session(
         &self,
         settings: &Settings,
         headers: &http::HeaderMap,
+        id_fields: Option<Vec<HeaderValue>>,
         ctx: &mut RequestContext<'_>,
     ) -> Result<(Option<Session>, Option<StoreError>), ProxyError> {
         let cookie = &settings.session.cookie;
-        let Some(id) = cookie::session_id(headers, &cookie.name, cookie.signer.as_ref()) else {
+        let signer = cookie.signer.as_ref();
+        let named = match id_fields {
+            Some(fields) => id_header::session_id(&fields, signer),
+            None => cookie::session_id(headers, &cookie.name, signer),
+        };
+        let Some(id) = named else {
             return Ok((None, None));
         };
         let started = Instant::now();

@@ -8,13 +8,15 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::topology::{
     path_of, renamed, wait_for, Cluster, Load, LoadReport, Replicated, SentinelSet, Standalone,
     TempDir, TlsRedis, ACL_PASSWORD, ACL_USER,
 };
-use support::{config, free_port, login, Backend, Proxy, RedisServer};
+use support::{config, free_port, login, Backend, Proxy, RawRequest, RawResponse, RedisServer};
 
 /// The generous bound on any fault's 503 window.
 const WINDOW: Duration = Duration::from_secs(15);
@@ -408,6 +410,148 @@ async fn cluster_slots_moved_under_load() {
     report(&format!("cluster, {moved} live slots moved"), &result);
     assert!(moved > 0, "no slot moved");
     result.assert_healthy(WINDOW);
+}
+
+/// Log in, rotate, read both ids, log out, read again, in a loop until `stop`: every new id
+/// lands in the slot being migrated (one hash tag for all keys), so creation and rotation
+/// meet `ASK` too. Returns the cycles done and every step that went wrong.
+async fn churn(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> (usize, Vec<String>) {
+    let mut cycles = 0;
+    let mut failures = Vec::new();
+    let mut check = |what: &str, ok: bool, response: &RawResponse| {
+        if !ok {
+            let request_id = response.header("x-request-id").unwrap_or_default();
+            failures.push(format!(
+                "{what}: {} (request {request_id})",
+                response.status
+            ));
+        }
+        ok
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let login = RawRequest::new(addr, "GET", "/login")
+            .reply("X-Session-Set-User", "churn")
+            .send()
+            .await;
+        let Some(id) = login.issued_session().filter(|_| login.status == 200) else {
+            check("login", false, &login);
+            continue;
+        };
+        let rotate = RawRequest::new(addr, "GET", "/rotate")
+            .session(Some(&id))
+            .reply("X-Session-Rotate", "true")
+            .send()
+            .await;
+        let Some(new) = rotate.issued_session().filter(|new| *new != id) else {
+            check("rotate", false, &rotate);
+            continue;
+        };
+        check("rotate", rotate.status == 200, &rotate);
+        let old = RawRequest::new(addr, "GET", "/")
+            .session(Some(&id))
+            .send()
+            .await;
+        check(
+            "the old id after rotation",
+            old.status == 200 && old.backend_saw("x-session-id").is_none(),
+            &old,
+        );
+        let read = RawRequest::new(addr, "GET", "/")
+            .session(Some(&new))
+            .send()
+            .await;
+        check(
+            "the new id",
+            read.status == 200 && read.backend_saw("x-session-user").as_deref() == Some("churn"),
+            &read,
+        );
+        let logout = RawRequest::new(addr, "GET", "/logout")
+            .session(Some(&new))
+            .reply("X-Session-Invalidate", "true")
+            .send()
+            .await;
+        check(
+            "logout",
+            logout.status == 200 && logout.clears_session(),
+            &logout,
+        );
+        let gone = RawRequest::new(addr, "GET", "/")
+            .session(Some(&new))
+            .send()
+            .await;
+        check(
+            "after logout",
+            gone.status == 200 && gone.backend_saw("x-session-id").is_none(),
+            &gone,
+        );
+        cycles += 1;
+    }
+    (cycles, failures)
+}
+
+/// An online resharding as ElastiCache does it: the slot holding every live session is
+/// migrated key by key (`ASK` for the keys already moved and for new ones, then `MOVED` once
+/// the slot is handed over) to a primary whose script cache is empty (`NOSCRIPT`), while
+/// users read and update their sessions and others log in, rotate and log out. Not one error
+/// answer, and every acknowledged write is there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_slot_migrated_key_by_key_under_load() {
+    let started = Instant::now();
+    let cluster = Cluster::start();
+    let backend = Backend::start("a").await;
+    let prefix = "{live}";
+    let store_extra = format!("  key_prefix: \"{prefix}\"\n");
+    let proxy = Proxy::start(&yaml(&cluster.url(), &store_extra, &backend)).await;
+    let mut load = Load::start(proxy.addr, USERS).await;
+    let keys = load.keys(prefix);
+    let slot = cluster.slot_of(&keys[0]);
+    assert!(keys.iter().all(|k| cluster.slot_of(k) == slot));
+    let from = cluster.owner_of(slot);
+    let to = *cluster
+        .primaries()
+        .iter()
+        .find(|&&p| p != from)
+        .expect("another primary");
+    let stop = Arc::new(AtomicBool::new(false));
+    let churning = tokio::spawn(churn(proxy.addr, stop.clone()));
+    load.run_for(Duration::from_millis(500)).await;
+
+    let target = &cluster.nodes[to];
+    let migrated = load.fault("migrate the live slot key by key", || {
+        cluster.migrate_slot_key_by_key(slot, from, to, |step| {
+            if step == "importing/migrating set" {
+                // As on a new shard: the scripts were never loaded there.
+                target.cmd(&["SCRIPT", "FLUSH"]);
+            }
+            // Pacing: the load runs on the other worker threads meanwhile.
+            std::thread::sleep(Duration::from_millis(80));
+        })
+    });
+    load.run_for(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (cycles, failures) = churning.await.expect("churn task");
+    let result = load.stop().await;
+    report(
+        &format!("cluster, live slot migrated key by key ({migrated} keys), {cycles} login/rotate/logout cycles"),
+        &result,
+    );
+    assert!(migrated >= USERS, "only {migrated} keys migrated");
+    // The flushed script came back by `EVAL` of its text, not by `SCRIPT LOAD` (which goes
+    // only to the primaries in the slot map, and a new shard is not there yet).
+    let stats = target.info("commandstats");
+    assert!(!stats.contains_key("cmdstat_script|load"), "{stats:?}");
+    assert!(stats.contains_key("cmdstat_evalsha"), "{stats:?}");
+    assert_eq!(cluster.owner_of(slot), to);
+    assert!(cycles > 0, "no login/rotate/logout cycle completed");
+    assert!(failures.is_empty(), "{failures:#?}");
+    // No window of error answers at all (and no lost write or session).
+    assert_eq!(result.unavailable, 0, "{result}");
+    result.assert_healthy(Duration::from_millis(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -208,6 +208,9 @@ pub struct SessionFile {
     /// Sessions are indexed by this attribute's value (logout everywhere, the admin API).
     #[serde(default)]
     pub principal_attribute: Option<String>,
+    /// A request header that may name the session instead of the cookie (API clients).
+    #[serde(default)]
+    pub id_header: Option<String>,
 }
 
 impl Default for SessionFile {
@@ -223,6 +226,7 @@ impl Default for SessionFile {
             encryption_keys_file: None,
             encryption_keys_env: None,
             principal_attribute: None,
+            id_header: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
-use http::Uri;
+use http::{HeaderName, Uri};
 
 use super::file::{
     FileConfig, HealthFile, LogFormat, OnUnavailable, RequestBufferingFile, RouteFile, SameSite,
@@ -19,6 +19,7 @@ use super::Problem;
 use crate::certificate::ServerCertificate;
 use crate::routing::Destination;
 use crate::session::fingerprint::Fingerprints;
+use crate::session::id_header;
 use crate::session::keys::MIN_KEY_BYTES;
 use crate::session::lifetime::Lifetime;
 use crate::session::prefix::HeaderPrefix;
@@ -127,6 +128,8 @@ pub struct SessionSettings {
     /// Sessions are indexed by this attribute's value (lower-cased name); `None`: no index,
     /// and `X-Session-Invalidate-All` ends the current session only.
     pub principal_attribute: Option<String>,
+    /// `session.id_header`: the header that may carry the id instead of the cookie.
+    pub id_header: Option<HeaderName>,
 }
 
 /// What a backend may store in one session. The whole session is injected as request
@@ -358,6 +361,11 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         problems.add("session.header_prefix", message);
         HeaderPrefix::default()
     });
+    let id_header = session.id_header.as_deref().and_then(|raw| {
+        id_header::validate(raw, |name| prefix.matches(name))
+            .map_err(|message| problems.add("session.id_header", message))
+            .ok()
+    });
     let session_limits = SessionLimits {
         max_bytes: session.max_bytes,
         max_attributes: session.max_attributes,
@@ -568,6 +576,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
                 sealer,
                 fingerprints: Fingerprints::new(),
                 principal_attribute,
+                id_header,
             },
             routes,
             timeouts,

@@ -1099,6 +1099,51 @@ impl Cluster {
         }
     }
 
+    /// Moves one slot from primary `from` to primary `to` one key at a time, the way an
+    /// online resharding does it, calling `between` after IMPORTING/MIGRATING are set, after
+    /// each key, and after the slot has been handed over; keys created meanwhile (on the
+    /// target, by `ASK`) stay where they are. Returns how many keys were migrated.
+    pub fn migrate_slot_key_by_key(
+        &self,
+        slot: u16,
+        from: usize,
+        to: usize,
+        mut between: impl FnMut(&str),
+    ) -> usize {
+        let s = slot.to_string();
+        let (source, target) = (&self.nodes[from], &self.nodes[to]);
+        target.cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &self.ids[from]]);
+        source.cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &self.ids[to]]);
+        between("importing/migrating set");
+        let port = target.port.to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut migrated = 0;
+        loop {
+            let key = source.cmd(&["CLUSTER", "GETKEYSINSLOT", &s, "1"]);
+            let Some(key) = key.lines().find(|l| !l.is_empty()) else {
+                break;
+            };
+            assert!(Instant::now() < deadline, "slot {slot} did not drain");
+            let key = key.to_owned();
+            let answer =
+                source.cmd(&["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS", &key]);
+            // NOKEY: the key expired or was deleted between the two commands.
+            assert!(matches!(answer.trim(), "OK" | "NOKEY"), "MIGRATE: {answer}");
+            migrated += 1;
+            between("a key migrated");
+        }
+        let target_id = &self.ids[to];
+        target.cmd(&["CLUSTER", "SETSLOT", &s, "NODE", target_id]);
+        source.cmd(&["CLUSTER", "SETSLOT", &s, "NODE", target_id]);
+        for other in self.primaries() {
+            if other != from && other != to {
+                let _ = self.nodes[other].try_cmd(&["CLUSTER", "SETSLOT", &s, "NODE", target_id]);
+            }
+        }
+        between("slot handed over");
+        migrated
+    }
+
     /// A command sent to the primary that owns `key`'s slot.
     pub fn on_owner(&self, key: &str, args: &[&str]) -> String {
         self.nodes[self.owner_of(self.slot_of(key))].cmd(args)

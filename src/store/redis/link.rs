@@ -9,24 +9,27 @@
 //!   gets its error; nothing is retried behind the caller's back.
 //! - Cluster: the redis crate's cluster connection, which follows `MOVED`/`ASK`, refreshes
 //!   its slot map and reconnects to nodes by itself; we add an explicit response timeout,
-//!   which it lacks by default.
+//!   which it lacks by default, and finish what it leaves undone during a slot migration
+//!   (`Clustered`, below).
 //!
 //! Connections are made lazily, so a store that is down at start-up is simply connected to
 //! later.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::SingleNodeRoutingInfo;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
-    Pipeline, RedisConnectionInfo, RedisError, RedisFuture, RedisResult, TlsCertificates, TlsMode,
-    Value,
+    Pipeline, RedisConnectionInfo, RedisError, RedisFuture, RedisResult, Script, TlsCertificates,
+    TlsMode, Value,
 };
 
 use crate::config::TlsFiles;
@@ -37,14 +40,14 @@ use crate::sync::lock;
 #[derive(Clone)]
 pub enum Conn {
     Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
+    Cluster(Clustered),
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => Box::pin(c.command(cmd)),
         }
     }
 
@@ -56,14 +59,14 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => Box::pin(c.pipelined(pipeline, offset, count)),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+            Conn::Cluster(c) => c.conn.get_db(),
         }
     }
 }
@@ -104,7 +107,13 @@ pub struct Shared {
     /// Held while connecting, so a burst of requests after a failure opens one connection,
     /// not one each. Counts generations.
     connecting: tokio::sync::Mutex<u64>,
+    /// The text of every script the store runs, by SHA-1, so that a cluster node that answers
+    /// `EVALSHA` with `NOSCRIPT` can be sent the script itself (see `Clustered`).
+    scripts: Scripts,
 }
+
+/// Script texts by SHA-1 (lower-case hex, as `Script::get_hash`).
+type Scripts = Arc<Mutex<HashMap<String, Arc<str>>>>;
 
 impl Link {
     pub fn new(target: &RedisTarget, tls: &TlsFiles, timeout: Duration) -> RedisResult<Link> {
@@ -187,6 +196,7 @@ impl Link {
             config,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(0),
+            scripts: Scripts::default(),
         });
         if matches!(shared.source, Source::Sentinel(_)) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -233,6 +243,15 @@ impl Shared {
         matches!(self.source, Source::Cluster(_))
     }
 
+    /// A script the store runs, remembered so that a node that does not have it cached can
+    /// be sent its text.
+    pub fn script(&self, text: &str) -> Script {
+        let script = Script::new(text);
+        // A map insert: nothing half-done if another thread panicked.
+        lock(&self.scripts).insert(script.get_hash().to_owned(), Arc::from(text));
+        script
+    }
+
     /// Runs `op` on the current connection (connecting first if there is none), and drops
     /// the connection if the failure says it is broken or points at the wrong server.
     pub async fn run<T, F, Fut>(&self, op: F) -> RedisResult<T>
@@ -273,7 +292,11 @@ impl Shared {
                         .await?,
                 )
             }
-            Source::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+            Source::Cluster(client) => Conn::Cluster(Clustered {
+                conn: client.get_async_connection().await?,
+                scripts: self.scripts.clone(),
+                timeout: self.timeout,
+            }),
         };
         *generation += 1;
         let current = (*generation, conn);
@@ -300,6 +323,254 @@ impl Shared {
     // Every lock in this module guards a clone or a swap.
     fn slot(&self) -> MutexGuard<'_, Option<(u64, Conn)>> {
         lock(&self.current)
+    }
+}
+
+/// A cluster connection that finishes what the redis crate leaves undone while a slot is
+/// being migrated (`CLUSTER SETSLOT … MIGRATING/IMPORTING`, as in an ElastiCache online
+/// resharding). The crate follows `ASK` by sending `ASKING` and then, once that is answered,
+/// the command, on the node's multiplexed connection; but `ASKING` holds for exactly the next
+/// command on that connection, so:
+///
+/// - a pipeline gets only its first command through; the next one is answered `MOVED` back
+///   to the source, which answers `ASK` again, until the retries run out;
+/// - another request's command sent in between takes the `ASKING`, and ours gets `MOVED`;
+/// - a node that never ran the script (a new shard that owns no slot yet, so the crate's
+///   `SCRIPT LOAD` to every primary missed it) answers `EVALSHA` with `NOSCRIPT`.
+///
+/// Here the crate's answer is looked at once it gives up: on `ASK` or `MOVED` the same
+/// commands go to the named node as one pipeline with `ASKING` before each (written in one
+/// piece, so nothing can come in between, and carried along by any further redirect the
+/// crate follows). `ASKING` changes nothing on a node that is not importing the slot, and
+/// `MOVED` never names an importing node (it names the owner, and a node stops importing
+/// when it becomes the owner), so a key is never read or written on a node it has not
+/// reached yet. On `TRYAGAIN` or `CLUSTERDOWN` they are sent again as usual after a short
+/// pause; on `NOSCRIPT` each
+/// `EVALSHA` of a known script becomes `EVAL` with its text (which also caches it on that
+/// node). At most `REDIRECTS` times, within `store.timeout` of the first attempt. Nothing
+/// changes when no slot is moving: the first attempt is the only one.
+#[derive(Clone)]
+pub struct Clustered {
+    conn: ClusterConnection,
+    scripts: Scripts,
+    timeout: Duration,
+}
+
+/// Further attempts after the first, for one call.
+const REDIRECTS: u32 = 5;
+
+/// What to do after a failed attempt.
+enum Next {
+    /// Send to this node (`host`, `port`), each command after `ASKING`.
+    Redirect(String, u16),
+    /// Send as usual again, after a short wait.
+    Again,
+    /// Send again with scripts as `EVAL`.
+    Eval,
+}
+
+/// Whether an attempt that ended in `result` is worth another, and how; `None` for a
+/// success, and for failures another attempt cannot fix.
+fn needs_more(result: Result<&[Value], &RedisError>) -> Option<Next> {
+    match result {
+        // Error replies in a pipeline are the caller's to read, except a missing script.
+        Ok(values) => values
+            .iter()
+            .any(|v| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"))
+            .then_some(Next::Eval),
+        Err(err) => next_after(err),
+    }
+}
+
+impl Clustered {
+    /// One command; see the type's comment.
+    async fn command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        let started = Instant::now();
+        let first = self.conn.req_packed_command(cmd).await;
+        let Some(next) = needs_more(first.as_ref().map(std::slice::from_ref)) else {
+            return first;
+        };
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd.clone());
+        let first = first.map(|value| vec![value]);
+        let values = self.recover(pipe, 0, 1, None, first, next, started).await?;
+        Ok(values.into_iter().next().unwrap_or(Value::Nil))
+    }
+
+    /// `pipeline` (whose commands all touch one slot) by its keys' slot; the `count` replies
+    /// after the first `offset`. See the type's comment.
+    async fn pipelined(
+        &mut self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let started = Instant::now();
+        let first = self.conn.req_packed_commands(pipeline, offset, count).await;
+        let Some(next) = needs_more(first.as_deref()) else {
+            return first;
+        };
+        self.recover(pipeline.clone(), offset, count, None, first, next, started)
+            .await
+    }
+
+    /// `pipeline` (whose commands all touch one slot) to the node `route` names; the `count`
+    /// replies after the first `offset`. See the type's comment.
+    pub async fn route_pipeline(
+        &mut self,
+        pipeline: Pipeline,
+        offset: usize,
+        count: usize,
+        route: SingleNodeRoutingInfo,
+    ) -> RedisResult<Vec<Value>> {
+        let started = Instant::now();
+        let first = self
+            .conn
+            .route_pipeline(pipeline.clone(), offset, count, route.clone())
+            .await;
+        let Some(next) = needs_more(first.as_deref()) else {
+            return first;
+        };
+        self.recover(pipeline, offset, count, Some(route), first, next, started)
+            .await
+    }
+
+    /// The attempts after a first one that ended in `result`, `next` saying how.
+    #[allow(clippy::too_many_arguments)]
+    async fn recover(
+        &mut self,
+        mut pipeline: Pipeline,
+        offset: usize,
+        count: usize,
+        route: Option<SingleNodeRoutingInfo>,
+        mut result: RedisResult<Vec<Value>>,
+        mut next: Next,
+        started: Instant,
+    ) -> RedisResult<Vec<Value>> {
+        let mut ask: Option<(String, u16)> = None;
+        for attempt in 1..=REDIRECTS {
+            let left = self.timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match next {
+                Next::Redirect(host, port) => ask = Some((host, port)),
+                Next::Again => {
+                    ask = None;
+                    let pause = Duration::from_millis(10 * u64::from(attempt)).min(left / 2);
+                    tokio::time::sleep(pause).await;
+                }
+                // A map lookup under the lock: nothing half-done if another thread panicked.
+                Next::Eval => match with_eval(&lock(&self.scripts), &pipeline) {
+                    Some(rewritten) => pipeline = rewritten,
+                    None => break,
+                },
+            }
+            let left = self.timeout.saturating_sub(started.elapsed());
+            let attempted = async {
+                match (&ask, &route) {
+                    (Some((host, port)), _) => {
+                        let values = self.asking(&pipeline, host, *port).await?;
+                        Ok(values.into_iter().skip(offset).take(count).collect())
+                    }
+                    (None, Some(route)) => {
+                        self.conn
+                            .route_pipeline(pipeline.clone(), offset, count, route.clone())
+                            .await
+                    }
+                    (None, None) => {
+                        self.conn
+                            .req_packed_commands(&pipeline, offset, count)
+                            .await
+                    }
+                }
+            };
+            result = match tokio::time::timeout(left, attempted).await {
+                Ok(result) => result,
+                // The earlier failure says more than the timeout of a retry.
+                Err(_) => break,
+            };
+            match needs_more(result.as_deref()) {
+                Some(again) => next = again,
+                None => return result,
+            }
+        }
+        result
+    }
+
+    /// `pipeline` to `host:port`, each command after `ASKING`, in one write; the commands'
+    /// own replies.
+    async fn asking(
+        &mut self,
+        pipeline: &Pipeline,
+        host: &str,
+        port: u16,
+    ) -> RedisResult<Vec<Value>> {
+        let mut asking = redis::pipe();
+        for cmd in pipeline.cmd_iter() {
+            asking.cmd("ASKING");
+            asking.add_command(cmd.clone());
+        }
+        let n = asking.len();
+        let route = SingleNodeRoutingInfo::ByAddress {
+            host: host.to_owned(),
+            port,
+        };
+        let values = self.conn.route_pipeline(asking, 0, n, route).await?;
+        Ok(values.into_iter().skip(1).step_by(2).collect())
+    }
+}
+
+/// `pipeline` with every `EVALSHA` of a known script as `EVAL` with its text; `None` if
+/// there is none to rewrite.
+fn with_eval(scripts: &HashMap<String, Arc<str>>, pipeline: &Pipeline) -> Option<Pipeline> {
+    let mut rewritten = redis::pipe();
+    let mut any = false;
+    for cmd in pipeline.cmd_iter() {
+        let args: Vec<&[u8]> = cmd
+            .args_iter()
+            .filter_map(|arg| match arg {
+                redis::Arg::Simple(bytes) => Some(bytes),
+                // Cursors belong to `SCAN`-like commands, never to a script call.
+                _ => None,
+            })
+            .collect();
+        let text = match args.as_slice() {
+            [name, sha, ..] if name.eq_ignore_ascii_case(b"EVALSHA") => std::str::from_utf8(sha)
+                .ok()
+                .and_then(|sha| scripts.get(sha)),
+            _ => None,
+        };
+        match text {
+            Some(text) => {
+                any = true;
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(text.as_bytes());
+                for arg in &args[2..] {
+                    eval.arg(*arg);
+                }
+                rewritten.add_command(eval);
+            }
+            None => {
+                rewritten.add_command(cmd.clone());
+            }
+        }
+    }
+    any.then_some(rewritten)
+}
+
+fn next_after(err: &RedisError) -> Option<Next> {
+    match err.code() {
+        // After the crate's own redirects failed: an `ASK` whose `ASKING` another request
+        // took, or the `MOVED` back to the source that the importing node then answers.
+        Some("ASK" | "MOVED") => err.redirect_node().and_then(|(node, _slot)| {
+            let (host, port) = node.rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some(Next::Redirect(host.to_owned(), port.parse().ok()?))
+        }),
+        Some("TRYAGAIN" | "CLUSTERDOWN") => Some(Next::Again),
+        Some("NOSCRIPT") => Some(Next::Eval),
+        _ => None,
     }
 }
 
@@ -373,4 +644,70 @@ fn node_info(target: &RedisTarget, host: String, port: u16) -> RedisResult<Conne
 /// rustls needs one process-wide crypto provider; a second install is harmless.
 fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(reply: &[u8]) -> RedisError {
+        match redis::parse_redis_value(reply).and_then(Value::extract_error) {
+            Err(err) => err,
+            Ok(value) => panic!("not an error: {value:?}"),
+        }
+    }
+
+    #[test]
+    fn redirects_name_the_node() {
+        for reply in [
+            &b"-ASK 3999 127.0.0.1:6381\r\n"[..],
+            b"-MOVED 3999 127.0.0.1:6381\r\n",
+        ] {
+            match next_after(&server_error(reply)) {
+                Some(Next::Redirect(host, port)) => {
+                    assert_eq!((host.as_str(), port), ("127.0.0.1", 6381))
+                }
+                _ => panic!("{reply:?}"),
+            }
+        }
+        assert!(matches!(
+            next_after(&server_error(b"-TRYAGAIN x\r\n")),
+            Some(Next::Again)
+        ));
+        assert!(matches!(
+            next_after(&server_error(b"-NOSCRIPT x\r\n")),
+            Some(Next::Eval)
+        ));
+        assert!(next_after(&server_error(b"-OOM x\r\n")).is_none());
+        assert!(next_after(&server_error(b"-ERR x\r\n")).is_none());
+    }
+
+    #[test]
+    fn known_scripts_are_sent_as_eval() {
+        let script = Script::new("return 1");
+        let scripts = HashMap::from([(script.get_hash().to_owned(), Arc::from("return 1"))]);
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(1)
+            .arg("k")
+            .arg("v");
+        pipe.cmd("PTTL").arg("k");
+        let rewritten = with_eval(&scripts, &pipe).expect("rewritten");
+        let mut expected = redis::pipe();
+        expected
+            .cmd("EVAL")
+            .arg("return 1")
+            .arg(1)
+            .arg("k")
+            .arg("v");
+        expected.cmd("PTTL").arg("k");
+        assert_eq!(
+            rewritten.get_packed_pipeline(),
+            expected.get_packed_pipeline()
+        );
+        let mut unknown = redis::pipe();
+        unknown.cmd("EVALSHA").arg("0123").arg(0);
+        assert!(with_eval(&scripts, &unknown).is_none());
+    }
 }

@@ -6,7 +6,8 @@
 //! attribute because attribute names never start with `_`. The key's TTL is the time left
 //! before the session expires, so Redis removes expired sessions by itself.
 //!
-//! Round trips: a read is one pipelined `HGETALL` + `PTTL`; a write is one script on one key
+//! Round trips: a read is one pipelined `HGETALL` + `PTTL` (in cluster mode the two are sent
+//! at once as single commands, so that each can follow `ASK`); a write is one script on one key
 //! (atomic per session, and on one cluster slot). Only commands ElastiCache allows are sent:
 //! no `CONFIG`, `KEYS`, `SCAN`, `FLUSH*`, `DEBUG` or `RENAME`.
 //!
@@ -181,14 +182,20 @@ impl RedisStore {
         durability: Option<Durability>,
         events: Option<u64>,
     ) -> Result<RedisStore, StoreError> {
+        let link = Link::new(target, tls, timeout).map_err(StoreError::Unavailable)?;
+        // Every script is registered with the link, so that a cluster node that never loaded
+        // one (a new shard after a resharding) gets it as `EVAL` instead of failing.
+        for text in [CREATE, END, INDEX_ADD, INDEX_REM, INDEX_LIST] {
+            link.script(text);
+        }
         Ok(RedisStore {
-            link: Link::new(target, tls, timeout).map_err(StoreError::Unavailable)?,
+            update: link.script(UPDATE),
+            link,
             target: target.clone(),
             timeout,
             key_prefix: key_prefix.to_owned(),
             durability,
             events,
-            update: Script::new(UPDATE),
         })
     }
 
@@ -530,9 +537,23 @@ fn int(value: Option<&redis::Value>) -> i64 {
 impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Loaded>, StoreError> {
         let key = self.key(id);
+        let cluster = self.link.is_cluster();
         let (fields, pttl): (HashMap<Vec<u8>, Vec<u8>>, i64) = self
             .link
             .run(|mut conn| async move {
+                if cluster {
+                    // Two commands sent at once (one round trip on the node's connection),
+                    // not a pipeline: while the slot migrates, each follows `ASK` on its own
+                    // (see `link::Clustered`).
+                    let mut other = conn.clone();
+                    let (mut hgetall, mut pttl) = (redis::cmd("HGETALL"), redis::cmd("PTTL"));
+                    hgetall.arg(&key);
+                    pttl.arg(&key);
+                    return tokio::try_join!(
+                        hgetall.query_async(&mut conn),
+                        pttl.query_async(&mut other)
+                    );
+                }
                 redis::pipe()
                     .cmd("HGETALL")
                     .arg(&key)
