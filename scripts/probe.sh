@@ -92,7 +92,7 @@ missing=()
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 # Debian 12's nginx-light has the HTTP/2 module (h2load needs it); if this nginx lacks it,
 # nginx-core has it.
-if ! "$(find_tool nginx)" -V 2>&1 | grep -q -- --with-http_v2_module; then
+if ! "$(find_tool nginx)" -V 2>&1 | grep -- --with-http_v2_module >/dev/null; then
     apt_install nginx-core
 fi
 SLOWHTTPTEST=$(find_tool slowhttptest)
@@ -102,7 +102,7 @@ REDIS_CLI=$(find_tool redis-cli)
 NGINX=$(find_tool nginx)
 PYTHON=$(find_tool python3)
 require_found SLOWHTTPTEST H2LOAD REDIS_SERVER REDIS_CLI NGINX PYTHON
-"$NGINX" -V 2>&1 | grep -q -- --with-http_v2_module || die "$NGINX has no HTTP/2 module"
+"$NGINX" -V 2>&1 | grep -- --with-http_v2_module >/dev/null || die "$NGINX has no HTTP/2 module"
 need_commands curl ss timeout ps
 
 # --- File descriptors --------------------------------------------------------------------

@@ -32,7 +32,7 @@ installed=$(dpkg-query -W -f='${Status} ${Version}' adminer 2>/dev/null || true)
 case "$installed" in
 "install ok installed $version"*)
     # Only if the installed files are still the package's.
-    if dpkg --verify adminer 2>/dev/null | grep -q /usr/share/adminer; then
+    if dpkg --verify adminer 2>/dev/null | grep /usr/share/adminer >/dev/null; then
         echo "thirdparty/php: the installed adminer was modified (dpkg --verify)" >&2
         exit 1
     fi
@@ -61,6 +61,6 @@ esac
 
 [ -f "$entry" ] || { echo "thirdparty/php: $entry missing" >&2; exit 1; }
 echo "$version" >"$stamp"
-php -m 2>/dev/null | grep -qix 'pdo_sqlite' ||
+php -m 2>/dev/null | grep -ix 'pdo_sqlite' >/dev/null ||
     echo "thirdparty/php: warning: PHP has no pdo_sqlite (apt-get install php-sqlite3)" >&2
 echo "thirdparty/php: adminer $version installed in $dest/adminer (0 lines changed)"
