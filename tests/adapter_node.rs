@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::apps::{self, App, Browser};
-use support::{free_port, Proxy, RawRequest, RawResponse, RedisServer};
+use support::{free_port, RawRequest, RawResponse};
 
 fn adapter_dir() -> PathBuf {
     apps::repo().join("adapters").join("node")
@@ -95,53 +95,12 @@ fn ungit(name: &str, stickless: bool) -> App {
     App::spawn(name, &mut command, port, Duration::from_secs(30))
 }
 
-/// Redis, two instances `A` and `B`, and the proxy in front of them.
-struct Rig {
-    redis: RedisServer,
-    a: App,
-    b: App,
-    proxy: Proxy,
-}
+/// Redis, the two shop instances and the proxy.
+type Rig = apps::Pair;
 
 impl Rig {
-    async fn start(a: App, b: App) -> Rig {
-        let redis = RedisServer::start();
-        let yaml = apps::round_robin_config(&redis.url(), &[a.url(), b.url()], "");
-        let proxy = Proxy::start(&yaml).await;
-        Rig { redis, a, b, proxy }
-    }
-
     async fn shop(control: bool) -> Rig {
         Rig::start(shop("A", control), shop("B", control)).await
-    }
-
-    fn browser(&self) -> Browser {
-        Browser::new(self.proxy.addr)
-    }
-
-    /// Both instances' logs, for assertion messages.
-    fn logs(&self) -> String {
-        format!("--- A ---\n{}\n--- B ---\n{}", self.a.log(), self.b.log())
-    }
-
-    /// The session hashes in Redis.
-    fn sessions(&self) -> Vec<String> {
-        self.redis
-            .keys()
-            .into_iter()
-            .filter(|k| k.starts_with("stickless:session:"))
-            .collect()
-    }
-
-    /// Session writes: the proxy writes a session with one script call (EVAL/EVALSHA),
-    /// and ends one with DEL.
-    fn writes(&self) -> u64 {
-        self.redis
-            .proxy_commands()
-            .iter()
-            .filter(|(name, _)| name.starts_with("eval") || name == "del")
-            .map(|(_, calls)| calls)
-            .sum()
     }
 }
 

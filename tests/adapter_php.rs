@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::apps::{self, App, Browser};
-use support::{free_port, Proxy, RawRequest, RawResponse, RedisServer};
+use support::{free_port, RawRequest, RawResponse};
 
 fn have_php() -> bool {
     apps::have("php (php-cli)", apps::runs("php", &["-v"]))
@@ -61,29 +61,28 @@ fn php_server(name: &str, root: &Path, stickless: bool, ini: &[&str]) -> (App, P
     (app, sessions)
 }
 
-/// Redis, two instances `A` and `B`, and the proxy in front of them.
+/// Redis, two `php -S` instances and the proxy, and each instance's `session.save_path`:
+/// with the adapter, PHP never writes there.
 struct Rig {
-    redis: RedisServer,
-    a: App,
-    b: App,
-    /// Each instance's `session.save_path`: with the adapter, PHP never writes there.
+    pair: apps::Pair,
     session_dirs: [PathBuf; 2],
-    proxy: Proxy,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = apps::Pair;
+
+    fn deref(&self) -> &apps::Pair {
+        &self.pair
+    }
 }
 
 impl Rig {
     async fn start(root: &Path, stickless: bool, ini: &[&str]) -> Rig {
         let (a, dir_a) = php_server("A", root, stickless, ini);
         let (b, dir_b) = php_server("B", root, stickless, ini);
-        let redis = RedisServer::start();
-        let yaml = apps::round_robin_config(&redis.url(), &[a.url(), b.url()], "");
-        let proxy = Proxy::start(&yaml).await;
         Rig {
-            redis,
-            a,
-            b,
+            pair: apps::Pair::start(a, b).await,
             session_dirs: [dir_a, dir_b],
-            proxy,
         }
     }
 
@@ -101,37 +100,6 @@ impl Rig {
             .filter(|l| l.contains("] PHP ") && !l.contains("Development Server"))
             .map(str::to_owned)
             .collect()
-    }
-
-    fn browser(&self) -> Browser {
-        Browser::new(self.proxy.addr)
-    }
-
-    /// Both instances' logs, for assertion messages.
-    fn logs(&self) -> String {
-        format!("--- A ---\n{}\n--- B ---\n{}", self.a.log(), self.b.log())
-    }
-
-    /// Session keys in Redis.
-    fn sessions(&self) -> Vec<String> {
-        self.redis
-            .keys()
-            .into_iter()
-            .filter(|k| k.starts_with("stickless:session:"))
-            .collect()
-    }
-
-    /// Redis commands that write a session (the proxy writes through scripts and DEL).
-    fn writes(&self) -> u64 {
-        self.redis
-            .proxy_commands()
-            .iter()
-            .filter(|(name, _)| {
-                name.starts_with("eval")
-                    || matches!(name.as_str(), "hset" | "hdel" | "del" | "unlink")
-            })
-            .map(|(_, calls)| calls)
-            .sum()
     }
 
     /// PHP's own session files, which the adapter replaces: there must be none.

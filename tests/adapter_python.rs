@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::apps::{self, App, Browser};
-use support::{free_port, Proxy, RawRequest, RawResponse, RedisServer};
+use support::{free_port, RawRequest, RawResponse};
 
 /// The Python that has both Flask and gunicorn: Debian's (`python3-flask`, `gunicorn`) on CI,
 /// else the first `python3` that has them.
@@ -54,22 +54,10 @@ fn barrier_dir() -> PathBuf {
     DIR.get_or_init(|| apps::scratch("barrier")).clone()
 }
 
-/// Redis, two instances `A` and `B`, and the proxy in front of them.
-struct Rig {
-    redis: RedisServer,
-    a: App,
-    b: App,
-    proxy: Proxy,
-}
+/// Redis, two gunicorn instances and the proxy.
+type Rig = apps::Pair;
 
 impl Rig {
-    async fn start(a: App, b: App) -> Rig {
-        let redis = RedisServer::start();
-        let yaml = apps::round_robin_config(&redis.url(), &[a.url(), b.url()], "");
-        let proxy = Proxy::start(&yaml).await;
-        Rig { redis, a, b, proxy }
-    }
-
     /// The demo shop, with the adapter (`stickless`) or as the control without it (Flask's
     /// signed cookie, each instance with its own SECRET_KEY).
     async fn demo(python: &str, stickless: bool) -> Rig {
@@ -83,37 +71,6 @@ impl Rig {
         let a = gunicorn(python, "A", "demo_app:app", &env("secret-of-a"));
         let b = gunicorn(python, "B", "demo_app:app", &env("secret-of-b"));
         Rig::start(a, b).await
-    }
-
-    fn browser(&self) -> Browser {
-        Browser::new(self.proxy.addr)
-    }
-
-    /// Both instances' logs, for assertion messages.
-    fn logs(&self) -> String {
-        format!("--- A ---\n{}\n--- B ---\n{}", self.a.log(), self.b.log())
-    }
-
-    /// Session keys in Redis (the proxy's own prefix).
-    fn sessions(&self) -> usize {
-        self.redis
-            .keys()
-            .iter()
-            .filter(|k| k.starts_with("stickless:"))
-            .count()
-    }
-
-    /// Redis commands that write a session (the proxy writes through scripts and DEL).
-    fn writes(&self) -> u64 {
-        self.redis
-            .proxy_commands()
-            .iter()
-            .filter(|(name, _)| {
-                name.starts_with("eval")
-                    || matches!(name.as_str(), "hset" | "hdel" | "del" | "unlink")
-            })
-            .map(|(_, calls)| calls)
-            .sum()
     }
 }
 
@@ -231,7 +188,7 @@ async fn login_cart_and_typed_values_survive_alternating_instances() {
     let anonymous = step(&rig, &mut browser, &mut last, |b| get(b, "/whoami")).await;
     assert_eq!(anonymous["user"], Value::Null);
     assert_eq!(anonymous["sid"], Value::Null);
-    assert_eq!(rig.sessions(), 0, "reading creates no session");
+    assert_eq!(rig.sessions().len(), 0, "reading creates no session");
 
     step(&rig, &mut browser, &mut last, |b| {
         form(b, "/login", &[("user", "alice"), ("id", "42")])
@@ -289,7 +246,7 @@ async fn login_cart_and_typed_values_survive_alternating_instances() {
         "{'city': 'Z\u{fc}rich', 'zip': '8001'}"
     );
     assert_eq!(types["coupon"], "None");
-    assert_eq!(rig.sessions(), 1);
+    assert_eq!(rig.sessions().len(), 1);
     assert_eq!(browser.cookies.keys().collect::<Vec<_>>(), ["SESSION"]);
 }
 
@@ -366,7 +323,7 @@ async fn rotation_keeps_data_and_kills_the_old_id_then_logout_ends_it() {
     assert_eq!(response.status, 200);
     assert!(response.clears_session(), "{:?}", response.headers);
     assert_eq!(browser.session(), None);
-    assert_eq!(rig.sessions(), 0, "no session left in Redis");
+    assert_eq!(rig.sessions().len(), 0, "no session left in Redis");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,7 +464,7 @@ async fn control_without_the_adapter_loses_the_session_across_instances() {
         Value::Null,
         "the other instance lost the login"
     );
-    assert_eq!(rig.sessions(), 0);
+    assert_eq!(rig.sessions().len(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------

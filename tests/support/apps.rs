@@ -291,3 +291,51 @@ pub fn form_encode(text: &str) -> String {
     }
     out
 }
+
+/// Redis, two instances `A` and `B` of one application, and the proxy in front of them,
+/// round-robin: the rig every adapter suite runs its scenarios on.
+pub struct Pair {
+    pub redis: super::RedisServer,
+    pub a: App,
+    pub b: App,
+    pub proxy: super::Proxy,
+}
+
+impl Pair {
+    pub async fn start(a: App, b: App) -> Pair {
+        let redis = super::RedisServer::start();
+        let yaml = round_robin_config(&redis.url(), &[a.url(), b.url()], "");
+        let proxy = super::Proxy::start(&yaml).await;
+        Pair { redis, a, b, proxy }
+    }
+
+    pub fn browser(&self) -> Browser {
+        Browser::new(self.proxy.addr)
+    }
+
+    /// Both instances' logs, for assertion messages.
+    pub fn logs(&self) -> String {
+        format!("--- A ---\n{}\n--- B ---\n{}", self.a.log(), self.b.log())
+    }
+
+    /// The session hashes in Redis.
+    pub fn sessions(&self) -> Vec<String> {
+        self.redis
+            .keys()
+            .into_iter()
+            .filter(|k| k.starts_with("stickless:session:"))
+            .collect()
+    }
+
+    /// Session writes: the proxy writes a session with one script call (`EVAL`/`EVALSHA`)
+    /// and ends one with `DEL`. (Redis also counts the `HSET`s a script runs, so those are
+    /// not counted again.)
+    pub fn writes(&self) -> u64 {
+        self.redis
+            .proxy_commands()
+            .iter()
+            .filter(|(name, _)| name.starts_with("eval") || name == "del")
+            .map(|(_, calls)| calls)
+            .sum()
+    }
+}
