@@ -71,8 +71,9 @@ if [ "$build" = 1 ]; then
     # A build id, so debuggers and perf match dist/stickless.debug to the binary (zig's
     # linker adds none by default).
     export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-Wl,--build-id=sha1"
-    cargo zigbuild --release --locked --target "$TARGET.$GLIBC"
-    built=${CARGO_TARGET_DIR:-target}/$TARGET/release/stickless
+    # The profiling profile: the release build with line tables, split off below.
+    cargo zigbuild --profile profiling --locked --target "$TARGET.$GLIBC"
+    built=${CARGO_TARGET_DIR:-target}/$TARGET/profiling/stickless
     rm -f dist/stickless dist/stickless.debug
     objcopy --only-keep-debug "$built" dist/stickless.debug
     # The symbol table stays: panic backtraces and perf keep function names.
