@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::apps::{self, App, Browser};
+use support::apps::{self, form, App, Browser};
 use support::{free_port, RawRequest, RawResponse};
 
 fn have_php() -> bool {
@@ -168,17 +168,6 @@ async fn step(
 
 fn get(browser: &Browser, path: &str) -> RawRequest {
     browser.request("GET", path)
-}
-
-fn form(browser: &Browser, path: &str, fields: &[(&str, &str)]) -> RawRequest {
-    let body: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", apps::form_encode(k), apps::form_encode(v)))
-        .collect();
-    browser
-        .request("POST", path)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(body.join("&").as_bytes())
 }
 
 /// `serialize()` of a PHP string (its length in bytes).

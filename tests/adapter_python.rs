@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::apps::{self, App, Browser};
+use support::apps::{self, form, App, Browser};
 use support::{free_port, RawRequest, RawResponse};
 
 /// The Python that has both Flask and gunicorn: Debian's (`python3-flask`, `gunicorn`) on CI,
@@ -112,17 +112,6 @@ async fn with_cookie(rig: &Rig, last: &mut String, cookie: &str) -> Value {
     let body = step(rig, &mut other, last, |b| get(b, "/whoami")).await;
     assert_eq!(other.session(), Some(cookie), "a dead id is not replaced");
     body
-}
-
-fn form(browser: &Browser, path: &str, fields: &[(&str, &str)]) -> RawRequest {
-    let body: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", apps::form_encode(k), apps::form_encode(v)))
-        .collect();
-    browser
-        .request("POST", path)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(body.join("&").as_bytes())
 }
 
 fn get(browser: &Browser, path: &str) -> RawRequest {

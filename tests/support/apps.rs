@@ -236,14 +236,7 @@ impl Browser {
 
     /// POSTs `fields` as `application/x-www-form-urlencoded`.
     pub async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> RawResponse {
-        let body: Vec<String> = fields
-            .iter()
-            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
-            .collect();
-        let request = self
-            .request("POST", path)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(body.join("&").as_bytes());
+        let request = form(self, path, fields);
         self.send(request).await
     }
 
@@ -275,6 +268,19 @@ impl Browser {
             }
         }
     }
+}
+
+/// A POST of `fields` as `application/x-www-form-urlencoded`, with the browser's cookies, to
+/// send with [`Browser::send`].
+pub fn form(browser: &Browser, path: &str, fields: &[(&str, &str)]) -> RawRequest {
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+        .collect();
+    browser
+        .request("POST", path)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body.join("&").as_bytes())
 }
 
 /// `application/x-www-form-urlencoded` encoding of one name or value.
