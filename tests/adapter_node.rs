@@ -140,10 +140,7 @@ async fn step(rig: &Rig, browser: &mut Browser, last: &mut String, path: &str) -
 
 /// `/` from another browser that holds `cookie` (an old id): what that id still reaches.
 async fn with_cookie(rig: &Rig, last: &mut String, cookie: &str) -> Value {
-    let mut other = rig.browser();
-    other
-        .cookies
-        .insert("SESSION".to_owned(), cookie.to_owned());
+    let mut other = rig.browser_holding(cookie);
     let body = step(rig, &mut other, last, "/").await;
     assert_eq!(other.session(), Some(cookie), "a dead id is not replaced");
     body

@@ -293,10 +293,7 @@ async fn login_cart_and_typed_values_survive_alternating_instances() {
 
 /// The demo's page from a browser that holds `cookie` (an old id), in the same alternation.
 async fn with_cookie(rig: &Rig, last: &mut String, cookie: &str) -> Page {
-    let mut other = rig.browser();
-    other
-        .cookies
-        .insert("SESSION".to_owned(), cookie.to_owned());
+    let mut other = rig.browser_holding(cookie);
     step(rig, &mut other, last, |b| get(b, "/?do=show")).await
 }
 

@@ -105,10 +105,7 @@ async fn step(
 
 /// `/whoami` from another browser that holds `cookie` (an old id), in the same alternation.
 async fn with_cookie(rig: &Rig, last: &mut String, cookie: &str) -> Value {
-    let mut other = rig.browser();
-    other
-        .cookies
-        .insert("SESSION".to_owned(), cookie.to_owned());
+    let mut other = rig.browser_holding(cookie);
     let body = step(rig, &mut other, last, |b| get(b, "/whoami")).await;
     assert_eq!(other.session(), Some(cookie), "a dead id is not replaced");
     body

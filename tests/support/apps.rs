@@ -319,6 +319,13 @@ impl Pair {
         Browser::new(self.proxy.addr)
     }
 
+    /// Another browser, holding session cookie `id` (an old one, say: what does it reach?).
+    pub fn browser_holding(&self, id: &str) -> Browser {
+        let mut browser = self.browser();
+        browser.cookies.insert("SESSION".to_owned(), id.to_owned());
+        browser
+    }
+
     /// Both instances' logs, for assertion messages.
     pub fn logs(&self) -> String {
         format!("--- A ---\n{}\n--- B ---\n{}", self.a.log(), self.b.log())
