@@ -15,6 +15,7 @@
 //! | [`live`] | the live configuration: one validated snapshot, swapped atomically, taken once per request |
 //! | [`reload`] | SIGHUP: validate, refuse what cannot change live, swap the snapshot |
 //! | [`listener`] | accepts connections, serves HTTP/1.1 and h2c (or HTTPS with ALPN h2 and http/1.1) under per-connection and per-stream deadlines, drains on shutdown |
+//! | [`worker`] | a thread per core, each with its own runtime, upstream pool and store connection; the listener hands each connection to one, which serves everything it causes |
 //! | [`certificate`] | the HTTPS certificate: read and checked from PEM, swapped on reload for new handshakes |
 //! | [`routing`] | picks the route (host + path prefix, first match) |
 //! | [`proxy`] | **the request path, top to bottom**: route → strip → resolve → inject → forward → apply updates → persist → respond → log |
@@ -58,3 +59,4 @@ pub mod store;
 mod sync;
 pub mod tunnel;
 pub mod upstream;
+pub mod worker;

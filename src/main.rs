@@ -373,8 +373,10 @@ impl Signals {
     }
 }
 
+/// The main thread's runtime: accepting, signals, reloads, the admin listener, health checks.
+/// Requests are served by the worker threads (`stickless::worker`), each on its own runtime.
 fn with_runtime(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

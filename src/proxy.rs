@@ -38,6 +38,7 @@ use crate::tunnel::{self, Tunnels};
 use crate::upstream::body::{self, ProxyBody, Refusal, RetryableBody};
 use crate::upstream::health::HealthRegistry;
 use crate::upstream::{buffer, forwarded, hop, UpstreamClient};
+use crate::worker::Worker;
 
 /// The proxy: the live configuration, and what outlives reloads beside it.
 pub struct Proxy {
@@ -79,6 +80,11 @@ impl Proxy {
         &self.store
     }
 
+    /// The pool for health checks; requests use their worker's (`Worker::upstream`).
+    pub fn upstream(&self) -> &UpstreamClient {
+        &self.upstream
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -113,6 +119,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         connection: &Connection,
+        worker: &Worker,
     ) -> Response<LoggedBody> {
         let live = self.live.load_full();
         let mut ctx = RequestContext::new(
@@ -122,7 +129,7 @@ impl Proxy {
             connection,
         );
         let result = self
-            .handle_inner(&live, request, connection, &mut ctx)
+            .handle_inner(&live, request, connection, worker, &mut ctx)
             .await;
         let session = &live.settings.session;
         let mut response = match result {
@@ -158,6 +165,7 @@ impl Proxy {
         live: &'a Live,
         request: Request<Incoming>,
         connection: &Connection,
+        worker: &Worker,
         ctx: &mut RequestContext<'a>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let settings = &live.settings;
@@ -214,7 +222,7 @@ impl Proxy {
         let (session, degraded) = match route.session {
             SessionMode::Off => (None, None),
             SessionMode::On | SessionMode::Required => {
-                self.resolve_session(settings, &parts.headers, id_fields, ctx)
+                self.resolve_session(&worker.store, settings, &parts.headers, id_fields, ctx)
                     .await?
             }
         };
@@ -257,7 +265,7 @@ impl Proxy {
         };
         let watch = body.attempt();
         let sent = Instant::now();
-        let forwarded = self
+        let forwarded = worker
             .upstream
             .forward(
                 &route.upstreams,
@@ -323,7 +331,7 @@ impl Proxy {
             Change::None
         } else {
             let started = Instant::now();
-            let persisted = persist(&self.store, session_settings, session, &update).await;
+            let persisted = persist(&worker.store, session_settings, session, &update).await;
             ctx.waited_for_store(started);
             persisted?
         };
@@ -389,6 +397,7 @@ impl Proxy {
     /// the session, even if they name none that lives.
     async fn resolve_session(
         &self,
+        store: &Store,
         settings: &Settings,
         headers: &http::HeaderMap,
         id_fields: Option<Vec<HeaderValue>>,
@@ -404,7 +413,7 @@ impl Proxy {
             return Ok((None, None));
         };
         let started = Instant::now();
-        let resolved = resolve(&self.store, &settings.session, Some(id)).await;
+        let resolved = resolve(store, &settings.session, Some(id)).await;
         ctx.waited_for_store(started);
         match resolved {
             Ok(session) => {

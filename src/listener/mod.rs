@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
@@ -33,6 +33,8 @@ use deadline::{Activity, Deadlines, TrackedBody, WatchedIo};
 use streams::StreamExecutor;
 use tls::TlsFront;
 
+use crate::worker::{Worker, Workers};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr}")]
@@ -45,6 +47,8 @@ pub enum StartError {
     Store(#[source] StoreError),
     #[error("cannot set up TLS on the listener")]
     Tls(#[source] rustls::Error),
+    #[error("cannot start the worker threads")]
+    Workers(#[source] io::Error),
 }
 
 /// A bound proxy (and admin listener, when configured), ready to serve.
@@ -56,6 +60,8 @@ pub struct Server {
     slots: Arc<Semaphore>,
     /// With `tls`: every connection is a TLS one.
     tls: Option<TlsFront>,
+    /// Where accepted connections are served.
+    workers: Workers,
 }
 
 /// Binds with our own backlog (tokio's `TcpListener::bind` uses a fixed one), and with
@@ -88,12 +94,15 @@ impl Server {
             Some(certificate) => Some(TlsFront::new(certificate).map_err(StartError::Tls)?),
             None => None,
         };
+        let proxy = Arc::new(Proxy::new(settings.clone(), store));
+        let workers = Workers::start(&proxy, &settings.store).map_err(StartError::Workers)?;
         Ok(Server {
             tls,
             listener,
             admin,
             slots: Arc::new(Semaphore::new(settings.limits.max_connections)),
-            proxy: Arc::new(Proxy::new(settings.clone(), store)),
+            proxy,
+            workers,
         })
     }
 
@@ -146,18 +155,36 @@ impl Server {
                     Ok((stream, peer)) => {
                         let local = stream.local_addr().unwrap_or(peer);
                         let _ = stream.set_nodelay(true);
-                        let connection = Connection { peer, local, slot: None, tls: false };
-                        match &self.tls {
-                            None => {
-                                let open = self.proxy.metrics().open_connections.clone();
-                                let connection = Connection {
-                                    slot: Some(ConnectionSlot::new(slot, open)),
-                                    ..connection
-                                };
-                                serve_connection(&self.proxy, graceful.watcher(), stream, connection, false);
+                        // Handed over as a plain socket: it joins the worker's own reactor.
+                        let stream = match stream.into_std() {
+                            Ok(stream) => stream,
+                            Err(err) => {
+                                warn!(error = %err, "cannot hand a connection to a worker");
+                                continue;
                             }
-                            Some(tls) => tls.accept(&self.proxy, graceful.watcher(), stream, connection, slot),
-                        }
+                        };
+                        let connection = Connection { peer, local, slot: None, tls: false };
+                        let (proxy, tls, watcher) = (self.proxy.clone(), self.tls.clone(), graceful.watcher());
+                        self.workers.spawn(move |worker| async move {
+                            let stream = match TcpStream::from_std(stream) {
+                                Ok(stream) => stream,
+                                Err(err) => {
+                                    warn!(error = %err, "a worker cannot take a connection");
+                                    return;
+                                }
+                            };
+                            match tls {
+                                None => {
+                                    let open = proxy.metrics().open_connections.clone();
+                                    let connection = Connection {
+                                        slot: Some(ConnectionSlot::new(slot, open)),
+                                        ..connection
+                                    };
+                                    serve_connection(&proxy, worker, watcher, stream, connection, false);
+                                }
+                                Some(tls) => tls.accept(&proxy, worker, watcher, stream, connection, slot),
+                            }
+                        });
                     }
                     Err(err) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -205,6 +232,7 @@ impl Server {
 /// when it opened. `h2`: the client chose HTTP/2 by ALPN, so no protocol detection.
 fn serve_connection<S>(
     proxy: &Arc<Proxy>,
+    worker: Arc<Worker>,
     graceful: Watcher,
     stream: S,
     connection: Connection,
@@ -232,9 +260,10 @@ fn serve_connection<S>(
     let service = service_fn(move |request| {
         let proxy = handler.clone();
         let connection = connection.clone();
+        let worker = worker.clone();
         let in_flight = busy.request_started();
         async move {
-            let response = proxy.handle(request, &connection).await;
+            let response = proxy.handle(request, &connection, &worker).await;
             Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight, write_idle)))
         }
     });

@@ -16,6 +16,7 @@ use tracing::debug;
 use crate::certificate::{self, CertResolver, ServerCertificate};
 use crate::context::{Connection, ConnectionSlot};
 use crate::proxy::Proxy;
+use crate::worker::Worker;
 
 /// ALPN: HTTP/2 first, as browsers and an ALB's HTTPS target group (with HTTP/2 as its
 /// protocol version) prefer it; HTTP/1.1 for everyone else.
@@ -57,6 +58,7 @@ impl TlsFront {
     pub fn accept(
         &self,
         proxy: &Arc<Proxy>,
+        worker: Arc<Worker>,
         watcher: Watcher,
         stream: TcpStream,
         connection: Connection,
@@ -88,7 +90,7 @@ impl TlsFront {
                 slot: Some(ConnectionSlot::new(slot, open)),
                 ..connection
             };
-            super::serve_connection(&proxy, watcher, stream, connection, h2);
+            super::serve_connection(&proxy, worker, watcher, stream, connection, h2);
         });
     }
 }

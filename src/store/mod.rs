@@ -173,6 +173,20 @@ impl Store {
     /// Builds the store without waiting for the network: a Redis that is down at start-up is
     /// reconnected to later, as after any restart. Use `ping` to check it now.
     pub fn open(settings: &StoreSettings) -> Result<Store, StoreError> {
+        Store::open_counting(settings, Counter::default())
+    }
+
+    /// The same store over a connection of its own, for a worker (see `worker`): its Redis
+    /// connection's task then runs on the worker's runtime. Failures count in this store's
+    /// `store_errors_total`. The embedded store has no connection: it is this very store.
+    pub fn sibling(&self, settings: &StoreSettings) -> Result<Store, StoreError> {
+        match &*self.backend {
+            Backend::Memory(_) => Ok(self.clone()),
+            Backend::Redis(_) => Store::open_counting(settings, self.errors.clone()),
+        }
+    }
+
+    fn open_counting(settings: &StoreSettings, errors: Counter) -> Result<Store, StoreError> {
         let backend = match &settings.url {
             StoreUrl::Memory { max_sessions } => {
                 Backend::Memory(memory::MemoryStore::new(*max_sessions))
@@ -184,12 +198,13 @@ impl Store {
                 settings.timeout,
                 settings.durability,
                 settings.events,
+                settings.near_cache,
             )?),
         };
         Ok(Store {
             backend: Arc::new(backend),
             timeout: settings.timeout,
-            errors: Counter::default(),
+            errors,
         })
     }
 

@@ -60,7 +60,16 @@ pub struct UpstreamClient {
 
 impl UpstreamClient {
     pub fn new(connect_timeout: Duration) -> UpstreamClient {
-        let connector = Connector::new(connect_timeout);
+        UpstreamClient::with_connector(Connector::new(connect_timeout))
+    }
+
+    /// Another pool, whose connections (and their tasks) belong to the runtime that uses it,
+    /// with this one's connector: a reload's connect timeout reaches both.
+    pub fn sibling(&self) -> UpstreamClient {
+        UpstreamClient::with_connector(self.connector.clone())
+    }
+
+    fn with_connector(connector: Connector) -> UpstreamClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             // Below the usual 60–75 s keep-alive of backends, so we close first and never
