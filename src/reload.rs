@@ -147,6 +147,7 @@ fn fixed_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("store.timeout", a.timeout != b.timeout),
         ("store.tls", a.tls != b.tls),
         ("store.durability", a.durability != b.durability),
+        ("store.near_cache", a.near_cache != b.near_cache),
         ("events", a.events != b.events),
     ] {
         if changed {

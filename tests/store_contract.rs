@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use stickless::config::{OnUnavailable, StoreSettings, TlsFiles};
+use stickless::config::{NearCacheSettings, OnUnavailable, StoreSettings, TlsFiles};
 use stickless::session::id::SessionId;
 use stickless::session::record::Record;
 use stickless::store::{Delta, Owners, Principal, SessionStore, Store, StoreError, StoreUrl};
@@ -26,6 +26,7 @@ fn settings(url: &str) -> StoreSettings {
         // Every Redis topology writes events through the contract (the memory store has
         // none); with the TLS server's minimal ACL user this checks the rule allows them.
         events: Some(1000),
+        near_cache: None,
     }
 }
 
@@ -490,4 +491,26 @@ async fn sentinel_store_meets_the_contract() {
         .all(|k| k.starts_with("contract:session:")
             || k.starts_with("contract:principal:")
             || k == "contract:events"));
+}
+
+/// `store.near_cache` changes nothing a single store can observe: its own writes are read
+/// back at once (tests/near_cache.rs covers writes made elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_with_near_cache_meets_the_contract() {
+    let redis = RedisServer::start();
+    let near = StoreSettings {
+        near_cache: Some(NearCacheSettings { max_sessions: 1000 }),
+        ..settings(&redis.url())
+    };
+    contract(Store::open(&near).expect("open")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_store_with_near_cache_meets_the_contract() {
+    let set = SentinelSet::start();
+    let near = StoreSettings {
+        near_cache: Some(NearCacheSettings { max_sessions: 1000 }),
+        ..settings(&set.url())
+    };
+    contract(Store::open(&near).expect("open")).await;
 }

@@ -153,6 +153,15 @@ pub struct StoreFile {
     /// Wait for replicas to acknowledge the writes that end a session id (invalidate, rotate).
     #[serde(default)]
     pub durability: Option<DurabilityFile>,
+    /// Serve recently read sessions from memory, kept exact by Redis' client tracking.
+    #[serde(default)]
+    pub near_cache: Option<NearCacheFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NearCacheFile {
+    pub max_sessions: usize,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,8 +11,8 @@ use std::path::Path;
 pub use file::{LogFormat, OnUnavailable, SameSite, SessionMode};
 pub use settings::{
     AdminSettings, AdminToken, CheckSettings, CookieSettings, Durability, HealthSettings, Limits,
-    RequestBuffering, RouteSettings, SessionLimits, SessionSettings, Settings, StoreSettings,
-    Timeouts, TlsFiles,
+    NearCacheSettings, RequestBuffering, RouteSettings, SessionLimits, SessionSettings, Settings,
+    StoreSettings, Timeouts, TlsFiles,
 };
 
 /// One thing wrong with a configuration, located by key path (`routes[1].upstreams[0]`).

@@ -26,7 +26,7 @@ use crate::session::prefix::HeaderPrefix;
 use crate::session::record::MAX_ATTRIBUTES;
 use crate::session::sealing::Sealer;
 use crate::session::signing::Signer;
-use crate::store::url::StoreUrl;
+use crate::store::url::{StoreUrl, Topology};
 use crate::upstream::forwarded::TrustedProxies;
 
 #[derive(Debug, Clone)]
@@ -87,6 +87,15 @@ pub struct StoreSettings {
     /// `events.max_len`: lifecycle events go to `<key_prefix>:events`, capped near this
     /// length. `None`: no events. Lives with the store because its connections write them.
     pub events: Option<u64>,
+    /// `store.near_cache`: `None` reads every session from Redis.
+    pub near_cache: Option<NearCacheSettings>,
+}
+
+/// `store.near_cache`: each worker keeps up to `max_sessions` sessions it read, served
+/// without a round trip until Redis invalidates them (`store::redis::near`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NearCacheSettings {
+    pub max_sessions: usize,
 }
 
 /// PEM contents of `store.tls`. Empty: the system's trusted roots, no client certificate.
@@ -292,6 +301,29 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
         Durability {
             replicas: d.replicas,
             timeout: d.timeout,
+        }
+    });
+    let near_cache = file.store.near_cache.as_ref().map(|near| {
+        if near.max_sessions == 0 {
+            problems.add(
+                "store.near_cache.max_sessions",
+                "must be at least 1 (leave near_cache out to read every session from Redis)",
+            );
+        }
+        match &url {
+            Some(StoreUrl::Memory { .. }) => {
+                problems.add("store.near_cache", "has no meaning for memory://")
+            }
+            Some(StoreUrl::Redis(target)) if matches!(target.topology, Topology::Cluster) => {
+                problems.add(
+                    "store.near_cache",
+                    "is not available with redis+cluster:// (client tracking per node is not supported yet)",
+                )
+            }
+            _ => {}
+        }
+        NearCacheSettings {
+            max_sessions: near.max_sessions,
         }
     });
     let key_prefix = file.store.key_prefix;
@@ -561,6 +593,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Vec<Problem>> {
                 tls,
                 durability,
                 events,
+                near_cache,
             },
             session: SessionSettings {
                 cookie: CookieSettings {
@@ -1026,6 +1059,58 @@ mod tests {
         match Settings::from_yaml(text, "test.yaml") {
             Err(ConfigError::Invalid { problems, .. }) => problems,
             other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    fn with_near_cache(url: &str, near: &str) -> String {
+        format!(
+            "store:\n  url: \"{url}\"\n  near_cache: {near}\nroutes:\n  - match: {{ path_prefix: \"/\" }}\n    upstreams: [\"http://127.0.0.1:9001\"]\n"
+        )
+    }
+
+    #[test]
+    fn near_cache_is_off_unless_given_and_checked_where_it_cannot_work() {
+        let off = Settings::from_yaml(&with_buffering(""), "test.yaml").expect("valid");
+        assert_eq!(off.store.near_cache, None);
+        let on = Settings::from_yaml(
+            &with_near_cache("redis://127.0.0.1:6379/0", "{ max_sessions: 5000 }"),
+            "test.yaml",
+        )
+        .expect("valid");
+        assert_eq!(
+            on.store.near_cache,
+            Some(NearCacheSettings { max_sessions: 5000 })
+        );
+        let sentinel = "redis+sentinel://127.0.0.1:26379/mymaster";
+        Settings::from_yaml(
+            &with_near_cache(sentinel, "{ max_sessions: 1 }"),
+            "test.yaml",
+        )
+        .expect("valid with Sentinel");
+        for (url, near, message) in [
+            (
+                "redis://127.0.0.1:6379/0",
+                "{ max_sessions: 0 }",
+                "must be at least 1",
+            ),
+            (
+                "memory://",
+                "{ max_sessions: 10 }",
+                "has no meaning for memory://",
+            ),
+            (
+                "redis+cluster://127.0.0.1:7000",
+                "{ max_sessions: 10 }",
+                "is not available with redis+cluster://",
+            ),
+        ] {
+            let found = problems(&with_near_cache(url, near));
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.path.starts_with("store.near_cache") && p.message.contains(message)),
+                "{url} {near}: {found:?}"
+            );
         }
     }
 

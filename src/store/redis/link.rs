@@ -28,10 +28,11 @@ use redis::cluster_routing::SingleNodeRoutingInfo;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
-    Pipeline, RedisConnectionInfo, RedisError, RedisFuture, RedisResult, Script, TlsCertificates,
-    TlsMode, Value,
+    Pipeline, ProtocolVersion, RedisConnectionInfo, RedisError, RedisFuture, RedisResult, Script,
+    TlsCertificates, TlsMode, Value,
 };
 
+use super::near::{Invalidations, NearCache};
 use crate::config::TlsFiles;
 use crate::store::url::{RedisTarget, Topology};
 use crate::sync::lock;
@@ -110,17 +111,34 @@ pub struct Shared {
     /// The text of every script the store runs, by SHA-1, so that a cluster node that answers
     /// `EVALSHA` with `NOSCRIPT` can be sent the script itself (see `Clustered`).
     scripts: Scripts,
+    /// `store.near_cache`: every new connection turns tracking on and starts it empty.
+    near: Option<Arc<NearCache>>,
 }
 
 /// Script texts by SHA-1 (lower-case hex, as `Script::get_hash`).
 type Scripts = Arc<Mutex<HashMap<String, Arc<str>>>>;
 
 impl Link {
-    pub fn new(target: &RedisTarget, tls: &TlsFiles, timeout: Duration) -> RedisResult<Link> {
+    /// With `near`, connections speak RESP3 with client tracking and feed the cache's
+    /// invalidations (standalone and Sentinel; the settings refuse it with a cluster).
+    pub fn new(
+        target: &RedisTarget,
+        tls: &TlsFiles,
+        timeout: Duration,
+        near: Option<Arc<NearCache>>,
+    ) -> RedisResult<Link> {
         install_crypto_provider();
-        let config = AsyncConnectionConfig::new()
+        let mut config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
+        if let Some(cache) = &near {
+            config = config.set_push_sender(Invalidations(cache.clone()));
+        }
+        let protocol = if near.is_some() {
+            ProtocolVersion::RESP3
+        } else {
+            ProtocolVersion::RESP2
+        };
         let certificates = || TlsCertificates {
             client_tls: tls
                 .client
@@ -134,7 +152,7 @@ impl Link {
         let source = match &target.topology {
             Topology::Standalone => {
                 let (host, port) = target.nodes.first().cloned().unwrap_or_default();
-                let info = node_info(target, host, port)?;
+                let info = node_info(target, host, port, protocol)?;
                 Source::Direct(if target.tls {
                     Client::build_with_tls(info, certificates())?
                 } else {
@@ -148,7 +166,8 @@ impl Link {
                     .map(|(host, port)| node_addr(target.tls, host.clone(), *port));
                 let mut builder =
                     SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)?
-                        .set_client_to_redis_db(target.db);
+                        .set_client_to_redis_db(target.db)
+                        .set_client_to_redis_protocol(protocol);
                 if target.tls {
                     builder = builder
                         .set_client_to_redis_tls_mode(TlsMode::Secure)
@@ -167,7 +186,7 @@ impl Link {
                 let seeds = target
                     .nodes
                     .iter()
-                    .map(|(host, port)| node_info(target, host.clone(), *port))
+                    .map(|(host, port)| node_info(target, host.clone(), *port, protocol))
                     .collect::<RedisResult<Vec<_>>>()?;
                 let mut builder = ClusterClientBuilder::new(seeds)
                     .connection_timeout(timeout)
@@ -197,6 +216,7 @@ impl Link {
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(0),
             scripts: Scripts::default(),
+            near,
         });
         if matches!(shared.source, Source::Sentinel(_)) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -298,6 +318,16 @@ impl Shared {
                 timeout: self.timeout,
             }),
         };
+        if let Some(cache) = &self.near {
+            let mut tracked = conn.clone();
+            redis::cmd("CLIENT")
+                .arg("TRACKING")
+                .arg("ON")
+                .exec_async(&mut tracked)
+                .await?;
+            // What the last connection tracked is no longer watched.
+            cache.clear();
+        }
         *generation += 1;
         let current = (*generation, conn);
         *self.slot() = Some(current.clone());
@@ -317,6 +347,9 @@ impl Shared {
         if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
             tracing::info!("dropping the Redis connection; the next request reconnects");
             *slot = None;
+            if let Some(cache) = &self.near {
+                cache.clear();
+            }
         }
     }
 
@@ -628,8 +661,15 @@ fn node_addr(tls: bool, host: String, port: u16) -> ConnectionAddr {
     }
 }
 
-fn node_info(target: &RedisTarget, host: String, port: u16) -> RedisResult<ConnectionInfo> {
-    let mut redis = RedisConnectionInfo::default().set_db(target.db);
+fn node_info(
+    target: &RedisTarget,
+    host: String,
+    port: u16,
+    protocol: ProtocolVersion,
+) -> RedisResult<ConnectionInfo> {
+    let mut redis = RedisConnectionInfo::default()
+        .set_db(target.db)
+        .set_protocol(protocol);
     if let Some(user) = &target.username {
         redis = redis.set_username(user);
     }

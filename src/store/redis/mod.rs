@@ -30,8 +30,10 @@
 //! its own command, in the order above. No command ever spans two keys of different slots.
 
 mod link;
+pub mod near;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,7 +41,7 @@ use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::{RedisError, Script};
 
 use super::{Delta, Loaded, SessionStore, StoreError};
-use crate::config::{Durability, TlsFiles};
+use crate::config::{Durability, NearCacheSettings, TlsFiles};
 use crate::session::id::SessionId;
 use crate::session::lifetime::now_millis;
 use crate::session::record::{attribute_name, Record};
@@ -47,6 +49,7 @@ use crate::store::url::RedisTarget;
 use crate::store::{Owners, Principal};
 pub use link::is_misconfiguration;
 use link::{Conn, Link};
+use near::NearCache;
 
 /// The metadata field; see the module comment.
 const CREATED: &str = "_created";
@@ -136,6 +139,8 @@ pub struct RedisStore {
     /// `events.max_len`; `None`: no events.
     events: Option<u64>,
     update: Script,
+    /// `store.near_cache`.
+    near: Option<Arc<NearCache>>,
 }
 
 /// One script call: sent alone as `EVALSHA` (falling back to `EVAL`), or as `EVAL` inside a
@@ -181,8 +186,11 @@ impl RedisStore {
         timeout: Duration,
         durability: Option<Durability>,
         events: Option<u64>,
+        near_cache: Option<NearCacheSettings>,
     ) -> Result<RedisStore, StoreError> {
-        let link = Link::new(target, tls, timeout).map_err(StoreError::Unavailable)?;
+        let near = near_cache.map(|settings| NearCache::new(settings.max_sessions));
+        let link =
+            Link::new(target, tls, timeout, near.clone()).map_err(StoreError::Unavailable)?;
         // Every script is registered with the link, so that a cluster node that never loaded
         // one (a new shard after a resharding) gets it as `EVAL` instead of failing.
         for text in [CREATE, END, INDEX_ADD, INDEX_REM, INDEX_LIST] {
@@ -196,6 +204,7 @@ impl RedisStore {
             key_prefix: key_prefix.to_owned(),
             durability,
             events,
+            near,
         })
     }
 
@@ -534,9 +543,9 @@ fn int(value: Option<&redis::Value>) -> i64 {
     }
 }
 
-impl SessionStore for RedisStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Loaded>, StoreError> {
-        let key = self.key(id);
+impl RedisStore {
+    /// `HGETALL` and `PTTL` in one round trip.
+    async fn read(&self, key: String) -> Result<Option<Loaded>, StoreError> {
         let cluster = self.link.is_cluster();
         let (fields, pttl): (HashMap<Vec<u8>, Vec<u8>>, i64) = self
             .link
@@ -581,7 +590,8 @@ impl SessionStore for RedisStore {
         }))
     }
 
-    async fn touch(
+    /// `PEXPIRE`, after refreshing the principal index entry.
+    async fn extend(
         &self,
         id: &SessionId,
         ttl: Duration,
@@ -613,6 +623,68 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
+    /// Forgets the near cache's entries for `ids` now and again when dropped, whatever
+    /// became of the write in between (see `near`).
+    fn writing(&self, ids: &[&SessionId]) -> Forgetting<'_> {
+        let keys = match &self.near {
+            Some(near) => {
+                let keys: Vec<String> = ids.iter().map(|id| self.key(id)).collect();
+                for key in &keys {
+                    near.forget(key);
+                }
+                keys
+            }
+            None => Vec::new(),
+        };
+        Forgetting {
+            near: self.near.as_deref(),
+            keys,
+        }
+    }
+}
+
+struct Forgetting<'a> {
+    near: Option<&'a NearCache>,
+    keys: Vec<String>,
+}
+
+impl Drop for Forgetting<'_> {
+    fn drop(&mut self) {
+        if let Some(near) = self.near {
+            for key in &self.keys {
+                near.forget(key);
+            }
+        }
+    }
+}
+
+impl SessionStore for RedisStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<Loaded>, StoreError> {
+        let Some(near) = &self.near else {
+            return self.read(self.key(id)).await;
+        };
+        let key = self.key(id);
+        if let Some(loaded) = near.get(&key) {
+            return Ok(Some(loaded));
+        }
+        let epoch = near.epoch();
+        let loaded = self.read(key.clone()).await?;
+        if let Some(loaded) = &loaded {
+            near.put(&key, loaded, epoch);
+        }
+        Ok(loaded)
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+        principal: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let _near = self.writing(&[id]);
+        self.extend(id, ttl, principal).await
+    }
+
     async fn create(
         &self,
         id: &SessionId,
@@ -641,6 +713,7 @@ impl SessionStore for RedisStore {
         ttl: Duration,
         owners: Owners<'_>,
     ) -> Result<bool, StoreError> {
+        let _near = self.writing(&[id]);
         // A name both removed and set ends up set (remove, then set): leave it out of the
         // removals so the script may apply them in either order.
         let mut removed: Vec<&str> = delta
@@ -701,6 +774,7 @@ impl SessionStore for RedisStore {
         ttl: Duration,
         owners: Owners<'_>,
     ) -> Result<bool, StoreError> {
+        let _near = self.writing(&[old, new]);
         // The new key is written before the old one is removed: if anything breaks half-way,
         // the client keeps a working old id (and gets a 503), and an orphaned new key expires
         // by its TTL. In a cluster the keys live on different slots, so these are separate
@@ -759,6 +833,7 @@ impl SessionStore for RedisStore {
         id: &SessionId,
         principal: Option<&Principal>,
     ) -> Result<bool, StoreError> {
+        let _near = self.writing(&[id]);
         let event = self.event("invalidated", id, None, principal, now_millis());
         self.end(id, principal, event).await
     }
@@ -808,8 +883,9 @@ impl SessionStore for RedisStore {
         if members.is_empty() {
             return Ok(0);
         }
-        let now = now_millis();
         let ids: Vec<&SessionId> = members.iter().collect();
+        let _near = self.writing(&ids);
+        let now = now_millis();
         let leave = self.index_rem(&principal.tag, &ids, now);
         let mut ended = 0;
         if self.link.is_cluster() {
