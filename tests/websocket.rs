@@ -267,6 +267,45 @@ async fn handshake_carries_the_session_and_never_a_forgery() {
     );
 }
 
+/// A keep-alive connection that served a request and sat idle long enough to be parked
+/// (`listener::parking`) still upgrades: the next hyper connection on it takes upgrades.
+#[tokio::test]
+async fn a_parked_connection_upgrades() {
+    use tokio::io::AsyncWriteExt;
+    let s = setup("memory://", "").await;
+    let id = login(&s.proxy, "alice").await;
+    let mut stream = TcpStream::connect(s.proxy.addr).await.expect("connect");
+    stream
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: app.test\r\nCookie: SESSION={id}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+    assert_eq!(support::read_response(&mut stream).await, Some(200));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut request = format!("ws://{}/ws", s.proxy.addr)
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("cookie", format!("SESSION={id}").parse().expect("value"));
+    let (socket, response) = tokio::time::timeout(
+        GUARD,
+        tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)),
+    )
+    .await
+    .expect("handshake within the guard")
+    .expect("handshake");
+    assert_eq!(response.status(), 101);
+    let mut socket: Socket = socket;
+    echo(&mut socket, "after a nap").await;
+    let seen = s.echo.last();
+    assert_eq!(
+        seen.get("x-session-user").and_then(|v| v.to_str().ok()),
+        Some("alice")
+    );
+}
+
 #[tokio::test]
 async fn a_thousand_messages_both_ways_and_a_10_mb_one() {
     let s = setup("memory://", "").await;

@@ -72,6 +72,11 @@ struct State {
     client_stalled: Notify,
     /// When an HTTP/2 stream last got bytes through to the client (µs since `opened`).
     stream_progress: AtomicU64,
+    /// Set while hyper is being made to let go of an idle connection (`parking`): its
+    /// shutdown of the socket is then skipped.
+    parking: AtomicBool,
+    /// Wakes the parking driver when the last request in flight finishes.
+    went_quiet: Notify,
 }
 
 impl Activity {
@@ -85,7 +90,41 @@ impl Activity {
             write_stalled: AtomicBool::new(false),
             client_stalled: Notify::new(),
             stream_progress: AtomicU64::new(0),
+            parking: AtomicBool::new(false),
+            went_quiet: Notify::new(),
         }))
+    }
+
+    pub fn set_parking(&self, parking: bool) {
+        self.0.parking.store(parking, Ordering::Release);
+    }
+
+    fn is_parking(&self) -> bool {
+        self.0.parking.load(Ordering::Acquire)
+    }
+
+    /// Since when (ms since it opened) the connection has had nothing in flight and no byte
+    /// of a next request head, if it has not.
+    pub fn quiet_since(&self) -> Option<u64> {
+        let state = &self.0;
+        let quiet = state.in_flight.load(Ordering::Acquire) == 0
+            && state.head_started.load(Ordering::Acquire) == NEVER;
+        quiet.then(|| state.idle_since.load(Ordering::Acquire))
+    }
+
+    /// Wakes when the first byte of a request head arrives.
+    pub async fn head_began(&self) {
+        self.0.head_began.notified().await;
+    }
+
+    /// Wakes when the last request in flight has finished.
+    pub async fn went_quiet(&self) {
+        self.0.went_quiet.notified().await;
+    }
+
+    /// Wakes when an HTTP/2 client is disconnected for reading nothing.
+    pub async fn client_stalled(&self) {
+        self.0.client_stalled.notified().await;
     }
 
     /// An HTTP/2 stream's client took bytes (its window opened, or the body went out whole).
@@ -111,7 +150,7 @@ impl Activity {
     }
 
     /// Milliseconds since the connection opened: the clock of the connection's deadlines.
-    fn now(&self) -> u64 {
+    pub fn now(&self) -> u64 {
         millis(self.0.opened.elapsed())
     }
 
@@ -126,7 +165,7 @@ impl Activity {
         self.0.opened + Duration::from_micros(micros)
     }
 
-    fn saw_bytes(&self) {
+    pub fn saw_bytes(&self) {
         if self.0.in_flight.load(Ordering::Acquire) == 0 {
             let began = self.0.head_started.compare_exchange(
                 NEVER,
@@ -149,7 +188,7 @@ impl Activity {
     }
 
     /// When the connection must be closed (ms since it opened), if it is not busy.
-    fn deadline(&self, limits: &Deadlines) -> Option<u64> {
+    pub fn deadline(&self, limits: &Deadlines) -> Option<u64> {
         if self.0.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
@@ -183,6 +222,7 @@ impl Drop for InFlight {
         let state = &self.0 .0;
         if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             state.idle_since.store(self.0.now(), Ordering::Release);
+            state.went_quiet.notify_one();
         }
     }
 }
@@ -228,6 +268,14 @@ impl<T> WatchedIo<T> {
             activity,
             stall: StallTimer::new(write_idle),
         }
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
     }
 
     /// Passes a write's outcome on; a pending one starts (or goes on with) the stall timer,
@@ -287,6 +335,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.activity.is_parking() {
+            // hyper is letting go of an idle connection that stays open (`parking`).
+            return Poll::Ready(Ok(()));
+        }
         let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
         this.watch_write(cx, polled)
     }

@@ -3,6 +3,7 @@
 //! configuration, runs the admin listener beside it, and drains gracefully on shutdown.
 
 mod deadline;
+mod parking;
 mod streams;
 mod tls;
 
@@ -13,7 +14,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
+use std::pin::Pin;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -139,6 +144,9 @@ impl Server {
             .admin
             .map(|listener| tokio::spawn(admin::serve(listener, self.proxy.clone())));
         let graceful = GracefulShutdown::new();
+        // Tells parked HTTP/1.1 connections (`parking`) that the drain began; hyper's own
+        // connections hear it from `graceful`.
+        let drain = tokio_util::sync::CancellationToken::new();
         tokio::pin!(shutdown);
         loop {
             // At the cap, the next connection waits in the kernel's listen backlog until one
@@ -165,6 +173,7 @@ impl Server {
                         };
                         let connection = Connection { peer, local, slot: None, tls: false };
                         let (proxy, tls, watcher) = (self.proxy.clone(), self.tls.clone(), graceful.watcher());
+                        let drain = drain.clone();
                         self.workers.spawn(move |worker| async move {
                             let stream = match TcpStream::from_std(stream) {
                                 Ok(stream) => stream,
@@ -180,7 +189,7 @@ impl Server {
                                         slot: Some(ConnectionSlot::new(slot, open)),
                                         ..connection
                                     };
-                                    serve_connection(&proxy, worker, watcher, stream, connection, false);
+                                    parking::serve(proxy, worker, watcher, drain, stream, connection);
                                 }
                                 Some(tls) => tls.accept(&proxy, worker, watcher, stream, connection, slot),
                             }
@@ -196,6 +205,7 @@ impl Server {
             }
         }
         drop(self.listener);
+        drain.cancel();
         self.proxy.start_draining();
         notify::stopping();
         info!(
@@ -251,22 +261,14 @@ fn serve_connection<S>(
     };
     drop(live);
     let write_idle = timeouts.client_write_idle;
-    let busy = activity.clone();
-    let handler = proxy.clone();
     let peer = connection.peer;
-    // Shared by the connection's requests; its slot is released when hyper drops the service
-    // at the connection's end, or later by a tunnel that took a clone.
-    let connection = Arc::new(connection);
-    let service = service_fn(move |request| {
-        let proxy = handler.clone();
-        let connection = connection.clone();
-        let worker = worker.clone();
-        let in_flight = busy.request_started();
-        async move {
-            let response = proxy.handle(request, &connection, &worker).await;
-            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight, write_idle)))
-        }
-    });
+    let service = ConnectionService::new(
+        proxy.clone(),
+        worker,
+        connection,
+        activity.clone(),
+        write_idle,
+    );
     let io = TokioIo::new(WatchedIo::new(stream, activity.clone(), write_idle));
     let served = graceful.watch(
         builder
@@ -282,6 +284,67 @@ fn serve_connection<S>(
             None => tracing::debug!(%peer, "connection closed: header or keep-alive deadline"),
         }
     });
+}
+
+/// What hyper calls for each request of one connection.
+#[derive(Clone)]
+struct ConnectionService {
+    proxy: Arc<Proxy>,
+    worker: Arc<Worker>,
+    /// Shared by the connection's requests; its slot is released when hyper drops the
+    /// service at the connection's end, or later by a tunnel that took a clone.
+    connection: Arc<Connection>,
+    activity: Activity,
+    write_idle: Duration,
+}
+
+impl ConnectionService {
+    fn new(
+        proxy: Arc<Proxy>,
+        worker: Arc<Worker>,
+        connection: Connection,
+        activity: Activity,
+        write_idle: Duration,
+    ) -> ConnectionService {
+        ConnectionService {
+            proxy,
+            worker,
+            connection: Arc::new(connection),
+            activity,
+            write_idle,
+        }
+    }
+}
+
+type Served = Result<Response<TrackedBody>, Infallible>;
+
+impl Service<Request<Incoming>> for ConnectionService {
+    type Response = Response<TrackedBody>;
+    type Error = Infallible;
+    // Boxed: hyper keeps room for the service's future for the connection's whole life, and
+    // the request path's future is large. Boxed, an idle connection holds a pointer instead,
+    // and each request allocates its own.
+    type Future = Pin<Box<dyn Future<Output = Served> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let proxy = self.proxy.clone();
+        let connection = self.connection.clone();
+        let worker = self.worker.clone();
+        let in_flight = self.activity.request_started();
+        let write_idle = self.write_idle;
+        Box::pin(async move {
+            let response = proxy.handle(request, &connection, &worker).await;
+            Ok(response.map(|body| TrackedBody::new(body, in_flight, write_idle)))
+        })
+    }
+}
+
+/// HTTP/1.1 server settings, for hyper's own builder (`parking`) and the detecting one.
+fn configure_http1(http1: &mut hyper::server::conn::http1::Builder, settings: &Settings) {
+    let limits = &settings.limits;
+    http1
+        .max_headers(limits.max_request_headers)
+        .max_buf_size(limits.max_request_head_bytes);
 }
 
 /// The HTTP/1.1 and HTTP/2 server settings for a connection. No hyper header timeout:
