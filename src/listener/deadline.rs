@@ -75,8 +75,6 @@ struct State {
     /// Set while hyper is being made to let go of an idle connection (`parking`): its
     /// shutdown of the socket is then skipped.
     parking: AtomicBool,
-    /// Wakes the parking driver when the last request in flight finishes.
-    went_quiet: Notify,
 }
 
 impl Activity {
@@ -91,7 +89,6 @@ impl Activity {
             client_stalled: Notify::new(),
             stream_progress: AtomicU64::new(0),
             parking: AtomicBool::new(false),
-            went_quiet: Notify::new(),
         }))
     }
 
@@ -110,16 +107,6 @@ impl Activity {
         let quiet = state.in_flight.load(Ordering::Acquire) == 0
             && state.head_started.load(Ordering::Acquire) == NEVER;
         quiet.then(|| state.idle_since.load(Ordering::Acquire))
-    }
-
-    /// Wakes when the first byte of a request head arrives.
-    pub async fn head_began(&self) {
-        self.0.head_began.notified().await;
-    }
-
-    /// Wakes when the last request in flight has finished.
-    pub async fn went_quiet(&self) {
-        self.0.went_quiet.notified().await;
     }
 
     /// Wakes when an HTTP/2 client is disconnected for reading nothing.
@@ -222,7 +209,6 @@ impl Drop for InFlight {
         let state = &self.0 .0;
         if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             state.idle_since.store(self.0.now(), Ordering::Release);
-            state.went_quiet.notify_one();
         }
     }
 }

@@ -93,6 +93,9 @@ pub(super) fn serve(
                     () = drain.cancelled() => return,
                 }
             }
+            // Bytes are waiting (or the end): a head has begun, so the connection is not quiet
+            // and `drive` does not park it again before hyper has read them.
+            activity.saw_bytes();
             activity.set_parking(false);
             let conn = http1
                 .serve_connection(TokioIo::new(io), service)
@@ -134,6 +137,10 @@ enum Ended {
 
 /// Serves requests until the connection ends, a deadline passes, or it has been quiet for
 /// `PARK_AFTER` (then hyper is asked to let go, and does so at once: nothing is in flight).
+///
+/// Nothing wakes this loop when a request starts or ends: under load that would be two
+/// wake-ups (and two timers) per request. It looks at the connection at least every `step`
+/// instead, and sleeps exactly until a deadline or the parking time once it has seen them.
 async fn drive<C>(
     conn: &mut C,
     activity: &Activity,
@@ -143,31 +150,40 @@ async fn drive<C>(
 where
     C: std::future::Future<Output = hyper::Result<()>> + GracefulShutdown + Unpin,
 {
+    let step = millis(
+        PARK_AFTER
+            .min(deadlines.header_read)
+            .min(deadlines.keepalive_idle),
+    );
+    let park_after = millis(PARK_AFTER);
     let mut parking = false;
     let mut draining = false;
     loop {
         let now = activity.now();
-        let wait = match activity.deadline(deadlines) {
-            Some(at) if at <= now => return Ended::Closed,
-            Some(at) => Duration::from_millis(at - now),
-            None => deadlines.header_read.min(deadlines.keepalive_idle),
-        };
-        let park_in = activity
-            .quiet_since()
-            .filter(|_| !parking && !draining)
-            .map(|since| {
-                Duration::from_millis(since.saturating_add(millis(PARK_AFTER)).saturating_sub(now))
-            });
+        let deadline = activity.deadline(deadlines);
+        if deadline.is_some_and(|at| at <= now) {
+            return Ended::Closed;
+        }
+        let quiet = activity.quiet_since().filter(|_| !parking && !draining);
+        if quiet.is_some_and(|since| since.saturating_add(park_after) <= now) {
+            parking = true;
+            activity.set_parking(true);
+            Pin::new(&mut *conn).shut_down();
+        }
+        let mut wake = now.saturating_add(step);
+        if let Some(at) = deadline {
+            wake = wake.min(at);
+        }
+        if let Some(since) = quiet.filter(|_| !parking) {
+            wake = wake.min(since.saturating_add(park_after));
+        }
         tokio::select! {
             done = &mut *conn => return match done {
                 Ok(()) if parking => Ended::Parked,
                 Ok(()) => Ended::Closed,
                 Err(err) => Ended::Failed(err),
             },
-            () = tokio::time::sleep(wait) => {}
-            () = activity.head_began() => {}
-            // The park timer starts from here.
-            () = activity.went_quiet(), if park_in.is_none() => {}
+            () = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now).max(1))) => {}
             () = activity.client_stalled() => return Ended::Closed,
             () = drain.cancelled(), if !draining => {
                 // In-flight requests finish; the socket is then shut down, not parked.
@@ -175,13 +191,6 @@ where
                 parking = false;
                 activity.set_parking(false);
                 Pin::new(&mut *conn).shut_down();
-            }
-            () = tokio::time::sleep(park_in.unwrap_or_default()), if park_in.is_some() => {
-                if activity.quiet_since().is_some() {
-                    parking = true;
-                    activity.set_parking(true);
-                    Pin::new(&mut *conn).shut_down();
-                }
             }
         }
     }
