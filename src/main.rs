@@ -181,6 +181,13 @@ fn summary(s: &Settings) -> String {
         s.store.on_unavailable.as_str(),
         d(s.store.timeout)
     );
+    if let Some(near) = s.store.near_cache {
+        let _ = writeln!(
+            out,
+            "  near cache: up to {} sessions per worker thread, invalidated by Redis (client tracking)",
+            near.max_sessions
+        );
+    }
     let c = &s.session.cookie;
     let _ = writeln!(
         out,

@@ -315,6 +315,30 @@ fn check_says_listen_takes_an_ip_address() {
 }
 
 #[test]
+fn check_shows_the_near_cache_and_refuses_it_where_it_cannot_work() {
+    let routes =
+        "routes:\n  - match: { path_prefix: \"/\" }\n    upstreams: [\"http://127.0.0.1:9001\"]\n";
+    let on = check(&format!(
+        "store:\n  url: \"redis://127.0.0.1:6379/0\"\n  near_cache: {{ max_sessions: 5000 }}\n{routes}"
+    ));
+    assert!(on.status.success(), "{}", stderr(&on));
+    let summary = String::from_utf8_lossy(&on.stdout);
+    assert!(
+        summary.contains("near cache: up to 5000 sessions per worker thread"),
+        "{summary}"
+    );
+    let cluster = check(&format!(
+        "store:\n  url: \"redis+cluster://127.0.0.1:7000\"\n  near_cache: {{ max_sessions: 5000 }}\n{routes}"
+    ));
+    assert_eq!(cluster.status.code(), Some(2));
+    let message = stderr(&cluster);
+    assert!(
+        message.contains("store.near_cache") && message.contains("redis+cluster://"),
+        "{message}"
+    );
+}
+
+#[test]
 fn check_connect_says_each_cause_once() {
     let path = write_config(
         "unreachable.yaml",
