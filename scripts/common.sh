@@ -15,6 +15,7 @@
 #                            waits up to 15 s for URL to answer with any HTTP status
 #   cleanup                  stops every pid in PIDS and removes $TMP
 #   cleanup_on_exit          sets the traps that run cleanup on exit and on INT/TERM
+#   stop_pid PID             stops a process started here and forgets it
 #   start_redis              redis-server without persistence on a free port (REDIS_PORT),
 #                            under $TMP, stopped by cleanup
 # and the variables PIDS (the processes started by the script, stopped by cleanup) and TAKEN
@@ -72,6 +73,17 @@ cleanup() {
 cleanup_on_exit() {
     trap cleanup EXIT
     trap 'exit 130' INT TERM
+}
+
+# stop_pid PID: stops a process started here and forgets it.
+stop_pid() {
+    local pid keep=()
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    for pid in "${PIDS[@]}"; do
+        [ "$pid" = "$1" ] || keep+=("$pid")
+    done
+    PIDS=("${keep[@]}")
 }
 
 # free_port VAR: stores in VAR a port nothing listens on now and that this script has not

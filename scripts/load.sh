@@ -213,17 +213,6 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/stickless-load.XXXXXX")
 chmod 755 "$TMP"
 cleanup_on_exit
 
-# stop_pid PID: stops a process started here and forgets it.
-stop_pid() {
-    local pid keep=()
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-    for pid in "${PIDS[@]}"; do
-        [ "$pid" = "$1" ] || keep+=("$pid")
-    done
-    PIDS=("${keep[@]}")
-}
-
 STARTED=$SECONDS
 declare -A PART_SECONDS
 

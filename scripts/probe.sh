@@ -132,17 +132,6 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/stickless-probe.XXXXXX")
 chmod 755 "$TMP"
 cleanup_on_exit
 
-# stop PID: stops a process started here and forgets it.
-stop() {
-    local pid keep=()
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-    for pid in "${PIDS[@]}"; do
-        [ "$pid" = "$1" ] || keep+=("$pid")
-    done
-    PIDS=("${keep[@]}")
-}
-
 # nginx_head DIR WORKERS: the settings every nginx here shares (the file up to `http {`).
 nginx_head() {
     local dir=$1 workers=$2
@@ -490,7 +479,7 @@ measure() {
     FDS_AFTER[$key]=$(fd_count "${pids[@]}")
     LEFT[$key]=$(client_conns "$port")
     UPSTREAM[$key]=$(upstream_conns "${pids[@]}")
-    stop "$sampler_pid"
+    stop_pid "$sampler_pid"
     status_counts "$kind" >"$out.codes-after"
     STATUS[$key]=$(status_delta "$out.codes-before" "$out.codes-after")
     LOGS[$key]=$(new_log_lines "$log" "$offset")
@@ -566,8 +555,8 @@ first=1
 for probe in $PROBES; do
     if [ "$first" = 1 ] || [ "$RESTART" = 1 ]; then
         if [ "$first" = 0 ]; then
-            stop "$NGINX_PID"
-            stop "$STICKLESS_PID"
+            stop_pid "$NGINX_PID"
+            stop_pid "$STICKLESS_PID"
         fi
         start_proxies
         say "started nginx proxy (pid $NGINX_PID) and stickless (pid $STICKLESS_PID, $BIN)"

@@ -27,6 +27,25 @@ fn near_config(redis: &RedisServer, backend: &Backend) -> String {
     )
 }
 
+/// Redis, a backend, a near-cache proxy in front of it, and a session (user alice) made
+/// through it.
+async fn logged_in() -> (RedisServer, Backend, Proxy, String) {
+    let redis = RedisServer::start();
+    let backend = Backend::start("app").await;
+    let proxy = Proxy::start(&near_config(&redis, &backend)).await;
+    let cookie = login(&proxy, &[("User", "alice")]).await;
+    (redis, backend, proxy, cookie)
+}
+
+/// The one session's key, as a worker program would name it.
+fn session_key(redis: &RedisServer) -> String {
+    redis
+        .keys()
+        .into_iter()
+        .find(|k| k.contains(":session:"))
+        .expect("the session's key")
+}
+
 fn workers() -> u64 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
 }
@@ -60,10 +79,7 @@ async fn until_user(proxy: &Proxy, cookie: &str, expected: Option<&str>) -> usiz
 
 #[tokio::test]
 async fn repeated_reads_cost_no_round_trip() {
-    let redis = RedisServer::start();
-    let backend = Backend::start("app").await;
-    let proxy = Proxy::start(&near_config(&redis, &backend)).await;
-    let cookie = login(&proxy, &[("User", "alice")]).await;
+    let (redis, _backend, proxy, cookie) = logged_in().await;
     let writes = |redis: &RedisServer| {
         ["evalsha", "eval", "hset", "pexpire"].map(|command| calls(redis, command))
     };
@@ -137,10 +153,7 @@ async fn another_instance_changes_and_logouts_reach_the_cache() {
 
 #[tokio::test]
 async fn own_writes_are_read_back_at_once() {
-    let redis = RedisServer::start();
-    let backend = Backend::start("app").await;
-    let proxy = Proxy::start(&near_config(&redis, &backend)).await;
-    let cookie = login(&proxy, &[("User", "alice")]).await;
+    let (_redis, _backend, proxy, cookie) = logged_in().await;
     for round in 0..20 {
         let name = format!("user{round}");
         proxy
@@ -159,18 +172,11 @@ async fn own_writes_are_read_back_at_once() {
 
 #[tokio::test]
 async fn changes_by_other_programs_reach_the_cache() {
-    let redis = RedisServer::start();
-    let backend = Backend::start("app").await;
-    let proxy = Proxy::start(&near_config(&redis, &backend)).await;
-    let cookie = login(&proxy, &[("User", "alice")]).await;
+    let (redis, _backend, proxy, cookie) = logged_in().await;
     for _ in 0..4 {
         proxy.get("/").session(Some(&cookie)).send().await;
     }
-    let key = redis
-        .keys()
-        .into_iter()
-        .find(|k| k.contains(":session:"))
-        .expect("the session's key");
+    let key = session_key(&redis);
     // A worker or consumer writing the documented layout directly.
     let _: i64 = redis.cmd(&["HSET", &key, "user", "carol"]);
     until_user(&proxy, &cookie, Some("carol")).await;
@@ -180,21 +186,14 @@ async fn changes_by_other_programs_reach_the_cache() {
 
 #[tokio::test]
 async fn a_lost_connection_empties_the_cache() {
-    let redis = RedisServer::start();
-    let backend = Backend::start("app").await;
-    let proxy = Proxy::start(&near_config(&redis, &backend)).await;
-    let cookie = login(&proxy, &[("User", "alice")]).await;
+    let (redis, _backend, proxy, cookie) = logged_in().await;
     for _ in 0..4 {
         proxy.get("/").session(Some(&cookie)).send().await;
     }
     // Redis forgets what it tracked for a closed connection: a change made while it is
     // closed sends no invalidation anywhere.
     let _: i64 = redis.cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
-    let key = redis
-        .keys()
-        .into_iter()
-        .find(|k| k.contains(":session:"))
-        .expect("the session's key");
+    let key = session_key(&redis);
     let _: i64 = redis.cmd(&["HSET", &key, "user", "dave"]);
     // The request that finds its connection closed gets 503 (nothing is retried behind the
     // client's back); the next ones reconnect.
