@@ -7,9 +7,10 @@
 //! Why not one work-stealing runtime: there, a request's tasks wake one another across
 //! threads (the client connection, the pooled upstream connection, the multiplexed Redis
 //! connection each have a task of their own, wherever the scheduler put it), and on a loaded
-//! two-core machine those cross-thread wake-ups and their futex calls cost more than the
-//! proxying itself (`perf stat`: context switches per request; see "Benchmarks" in the
-//! README). A worker wakes only itself, as an nginx worker does.
+//! two-core machine those cross-thread wake-ups and their futex calls cost about a quarter
+//! of the proxy's CPU per request (`perf stat`: CPU, context switches and futex calls per
+//! request; see "Benchmarks" in the README). A worker wakes only itself, as an nginx worker
+//! does.
 //!
 //! What outlives reloads and is shared (the live configuration, upstream health, metrics,
 //! tunnels) stays in `Proxy`; a worker only holds connections.
