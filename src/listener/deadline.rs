@@ -233,7 +233,7 @@ pub async fn serve<F: Future>(
             output = &mut connection => return Some(output),
             () = tokio::time::sleep(wait) => {}
             () = activity.0.head_began.notified() => {}
-            () = activity.0.client_stalled.notified() => return None,
+            () = activity.client_stalled() => return None,
         }
     }
 }

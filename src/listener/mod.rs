@@ -11,10 +11,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::pin::Pin;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -339,7 +338,9 @@ impl Service<Request<Incoming>> for ConnectionService {
     }
 }
 
-/// HTTP/1.1 server settings, for hyper's own builder (`parking`) and the detecting one.
+/// HTTP/1.1 server settings for hyper's own builder (`parking`). `http_builder` sets the
+/// same two limits on the detecting builder, whose HTTP/1.1 half is another type: change
+/// them together.
 fn configure_http1(http1: &mut hyper::server::conn::http1::Builder, settings: &Settings) {
     let limits = &settings.limits;
     http1
@@ -364,7 +365,8 @@ fn http_builder(settings: &Settings, connection: &Activity) -> auto::Builder<Str
         connection: connection.clone(),
     });
     // Heads past these limits get 431 from hyper before any of our code runs. The same size
-    // caps what hyper queues for writing before it stops pulling the response body.
+    // caps what hyper queues for writing before it stops pulling the response body. Parked
+    // HTTP/1.1 connections get the same from `configure_http1`.
     builder
         .http1()
         .max_headers(limits.max_request_headers)

@@ -119,14 +119,6 @@ impl NearCache {
         entries.clear();
     }
 
-    pub fn len(&self) -> usize {
-        lock(&self.entries).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn invalidate(&self, keys: &[Value]) {
         let mut entries = lock(&self.entries);
         self.epoch.fetch_add(1, Ordering::AcqRel);
